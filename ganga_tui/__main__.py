@@ -1,0 +1,37 @@
+"""Entry point of ``ganga-monitor-tui``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from ._cli import build_parser, session_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen mode; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.json or args.until_done) and not args.headless:
+        parser.error("--json and --until-done go with --headless")
+    if not args.demo:
+        parser.error("nothing to watch: pass --demo for an embedded simulated session")
+    try:
+        config = session_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.headless:
+        from .headless import run_headless
+
+        return asyncio.run(run_headless(config, json_lines=args.json, until_done=args.until_done))
+    from .app import run_app
+
+    return run_app(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Command-line options of ``ganga-monitor-tui``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from monitor_core import SessionConfig
+from monitor_core._session import KNOWN_BACKENDS
+
+__all__ = ["EXIT_CODES", "build_parser", "session_config"]
+
+EXIT_CODES = {
+    0: "every job reached a final status and monitoring lost or mis-stated none",
+    1: "monitoring lost a job or reported a status other than the job's true outcome",
+    2: "bad command-line usage",
+    3: "the --timeout passed before the --until condition held",
+    4: "a --fail-on condition held",
+    130: "interrupted (Ctrl-C)",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or more")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], units[suffix]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 0.3, 300ms, 2m or 2h, got {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError("a duration cannot be negative")
+    return value
+
+
+def _backends(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in KNOWN_BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {', '.join(unknown) or '(none given)'}; choose from {', '.join(KNOWN_BACKENDS)}"
+        )
+    return names
+
+
+def _exit_codes_help() -> str:
+    return "exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with every flag explained."""
+    parser = argparse.ArgumentParser(
+        prog="ganga-monitor-tui",
+        description=(
+            "Watch Ganga job monitoring live: job states, per-backend lag and the queue of "
+            "monitoring operations. --demo runs an embedded simulated session (real local "
+            "processes and a simulated DIRAC grid)."
+        ),
+        epilog=_exit_codes_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_argument_group("what to watch")
+    mode.add_argument("--demo", action="store_true", help="start an embedded simulated session and watch it")
+    mode.add_argument("--headless", action="store_true", help="no TUI: print progress lines (or JSON with --json)")
+    mode.add_argument("--json", action="store_true", help="with --headless: print one JSON bus event per line")
+    mode.add_argument(
+        "--until-done", action="store_true", help="with --headless: exit once every job is final, with a summary"
+    )
+    demo = parser.add_argument_group("the simulated session (--demo)")
+    demo.add_argument("--jobs", type=_positive_int, default=3000, metavar="N", help="jobs to submit (default 3000)")
+    demo.add_argument(
+        "--backends",
+        type=_backends,
+        default=("local", "dirac-sim"),
+        metavar="LIST",
+        help=f"comma-separated backends among {', '.join(KNOWN_BACKENDS)} (default local,dirac-sim)",
+    )
+    demo.add_argument(
+        "--latency", type=_seconds, default=0.3, metavar="DURATION", help="median DIRAC call latency (default 0.3s)"
+    )
+    demo.add_argument(
+        "--error-rate", type=_fraction, default=0.0, metavar="F", help="share of DIRAC calls that fail (0-1)"
+    )
+    demo.add_argument(
+        "--hang-rate", type=_fraction, default=0.0, metavar="F", help="share of DIRAC calls that hang (0-1)"
+    )
+    demo.add_argument(
+        "--failure-rate", type=_fraction, default=0.1, metavar="F", help="share of jobs meant to fail (default 0.1)"
+    )
+    demo.add_argument(
+        "--mean-duration", type=_seconds, default=8.0, metavar="DURATION", help="mean running time of a grid job"
+    )
+    demo.add_argument(
+        "--poll-interval", type=_seconds, default=None, metavar="DURATION", help="target poll interval of every backend"
+    )
+    demo.add_argument(
+        "--dirac-client",
+        choices=("process", "thread"),
+        default="process",
+        help="isolate the blocking DIRAC client in subprocess workers (default) or threads",
+    )
+    demo.add_argument(
+        "--dirac-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="use a simulated DIRAC service already on this port",
+    )
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="session state directory; an existing one is resumed (default: a new one per run)",
+    )
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the workload")
+    return parser
+
+
+def default_state_dir() -> Path:
+    """A fresh state directory under ``$XDG_STATE_HOME/ganga-monitor``."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "ganga-monitor"
+    return base / f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def session_config(args: argparse.Namespace) -> SessionConfig:
+    """The simulated session the options describe.
+
+    Raises:
+        ValueError: an inconsistent combination of options.
+    """
+    return SessionConfig(
+        state_dir=args.state_dir or default_state_dir(),
+        jobs=args.jobs,
+        backends=args.backends,
+        dirac_latency=args.latency,
+        dirac_error_rate=args.error_rate,
+        dirac_hang_rate=args.hang_rate,
+        dirac_port=args.dirac_port,
+        dirac_client=args.dirac_client,
+        mean_duration=args.mean_duration,
+        failure_rate=args.failure_rate,
+        poll_interval=args.poll_interval,
+        seed=args.seed,
+    )

@@ -1,0 +1,113 @@
+"""monitor_core: an asyncio scheduler for monitoring Ganga jobs, and its event bus.
+
+No user-interface code lives here; viewers subscribe to the :class:`EventBus`.
+"""
+
+from ._bus import BusStatistics, EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
+from ._commands import Command, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput, execute_command
+from ._events import (
+    BackendRecord,
+    BreakerChanged,
+    BreakerState,
+    ChangeSource,
+    CommandAcked,
+    Event,
+    Heartbeat,
+    JobAdded,
+    JobChanged,
+    JobRecord,
+    LagSampled,
+    OpFinished,
+    OpQueued,
+    OpRecord,
+    OpStarted,
+    RejectionCategory,
+    SessionEnded,
+    Snapshot,
+    UpdateRejected,
+)
+from ._lane import SchedulerConfig
+from ._model import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    TRANSITIONS,
+    IllegalTransition,
+    Job,
+    JobSpec,
+    JobStatus,
+    Operation,
+    OpKind,
+    OpState,
+    Outcome,
+    check_transition,
+    is_legal_transition,
+)
+from ._outputs import OutputSink
+from ._policy import AdaptiveInterval
+from ._scheduler import Scheduler, UnknownBackend, UnknownJob
+from ._session import MonitorSession, SessionConfig, SessionSummary
+from ._source import ConnectionChanged, EventSource, InProcessSource
+from ._store import SessionStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InProcessSource",
+    "EventSource",
+    "ConnectionChanged",
+    "execute_command",
+    "TailOutput",
+    "SetInterval",
+    "ResumeBackend",
+    "RefreshJob",
+    "PauseBackend",
+    "Command",
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "TRANSITIONS",
+    "AdaptiveInterval",
+    "BackendRecord",
+    "BreakerChanged",
+    "BreakerState",
+    "BusStatistics",
+    "ChangeSource",
+    "CommandAcked",
+    "Event",
+    "EventBus",
+    "Heartbeat",
+    "IllegalTransition",
+    "Job",
+    "JobAdded",
+    "JobChanged",
+    "JobRecord",
+    "JobSpec",
+    "JobStatus",
+    "LagSampled",
+    "MonitorSession",
+    "OpFinished",
+    "OpKind",
+    "OpQueued",
+    "OpRecord",
+    "OpStarted",
+    "OpState",
+    "Operation",
+    "Outcome",
+    "OutputSink",
+    "RejectionCategory",
+    "Scheduler",
+    "SchedulerConfig",
+    "SessionConfig",
+    "SessionEnded",
+    "SessionStore",
+    "SessionSummary",
+    "Snapshot",
+    "Subscription",
+    "SubscriptionClosed",
+    "SubscriptionStatistics",
+    "UnknownBackend",
+    "UnknownJob",
+    "UpdateRejected",
+    "__version__",
+    "check_transition",
+    "is_legal_transition",
+]

@@ -1,0 +1,303 @@
+"""In-process publish/subscribe of bus events.
+
+A subscription yields a :class:`Snapshot` first and the deltas after it. The publisher
+never waits: each subscription has its own buffer. When a buffer is full, events that a
+snapshot can rebuild (operation progress, lag samples, heartbeats) are coalesced or
+dropped, counted, and a fresh snapshot is delivered in their place. Job state changes
+are never dropped; a subscriber that lets them pile up past a hard limit is closed with
+a reason instead, so it knows to resubscribe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from ._events import (
+    BreakerChanged,
+    CommandAcked,
+    Event,
+    Heartbeat,
+    JobAdded,
+    JobChanged,
+    LagSampled,
+    SessionEnded,
+    Snapshot,
+    UpdateRejected,
+)
+
+__all__ = ["BusStatistics", "EventBus", "Subscription", "SubscriptionClosed", "SubscriptionStatistics"]
+
+log = logging.getLogger(__name__)
+
+_LOSSLESS: Final = (JobAdded, JobChanged, UpdateRejected, BreakerChanged, CommandAcked, SessionEnded)
+
+
+@dataclass(frozen=True, slots=True)
+class _LagSlot:
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class _HeartbeatSlot:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Resync:
+    pass
+
+
+_Item = Event | _LagSlot | _HeartbeatSlot | _Resync
+
+
+class SubscriptionClosed(Exception):
+    """Raised by :meth:`Subscription.receive` once the subscription is closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStatistics:
+    """How a subscription's buffer is doing."""
+
+    pending: int
+    max_pending: int
+    delivered: int
+    coalesced: int
+    dropped: int
+    resyncs: int
+    closed_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    """Totals over the bus's life."""
+
+    published: int
+    subscribers: int
+    dropped: int
+    overflow_closes: int
+
+
+class Subscription:
+    """A bounded, closable stream of events: a snapshot, then deltas.
+
+    Iterate it with ``async for``; iteration ends when it is closed.
+    """
+
+    def __init__(self, bus: EventBus, first: Snapshot, *, max_pending: int, hard_limit: int, name: str) -> None:
+        self._bus = bus
+        self.name = name
+        """Who reads this subscription, for logs."""
+        self._pending: deque[_Item] = deque([first])
+        self._latest_lag: dict[str, LagSampled] = {}
+        self._latest_heartbeat: Heartbeat | None = None
+        self._resync_pending = False
+        self._max_pending = max_pending
+        self._hard_limit = hard_limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed_reason: str | None = None
+        self._delivered = 0
+        self._coalesced = 0
+        self._dropped = 0
+        self._resyncs = 0
+
+    @property
+    def closed(self) -> bool:
+        """True once closed; remaining buffered events are still delivered."""
+        return self._closed_reason is not None
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the subscription was closed, or ``None`` while open."""
+        return self._closed_reason
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Buffer use and loss counters."""
+        return SubscriptionStatistics(
+            pending=len(self._pending),
+            max_pending=self._max_pending,
+            delivered=self._delivered,
+            coalesced=self._coalesced,
+            dropped=self._dropped,
+            resyncs=self._resyncs,
+            closed_reason=self._closed_reason,
+        )
+
+    def close(self, reason: str = "closed by subscriber") -> None:
+        """Stop receiving; iteration ends after what is already buffered."""
+        if self._closed_reason is None:
+            self._closed_reason = reason
+            self._bus._forget(self)
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _offer(self, event: Event) -> None:
+        if self._closed_reason is not None:
+            return
+        if isinstance(event, _LOSSLESS):
+            self._pending.append(event)
+            if len(self._pending) > self._hard_limit:
+                log.warning(
+                    "subscriber %s fell %d events behind; closing it so it resubscribes",
+                    self.name,
+                    len(self._pending),
+                )
+                self._bus._overflow_closes += 1
+                self.close(reason="overflow: resubscribe for a snapshot")
+                return
+        elif isinstance(event, LagSampled):
+            if event.backend.name in self._latest_lag:
+                self._coalesced += 1
+            else:
+                self._pending.append(_LagSlot(event.backend.name))
+            self._latest_lag[event.backend.name] = event
+        elif isinstance(event, Heartbeat):
+            if self._latest_heartbeat is not None:
+                self._coalesced += 1
+            else:
+                self._pending.append(_HeartbeatSlot())
+            self._latest_heartbeat = event
+        elif len(self._pending) >= self._max_pending:
+            # A snapshot rebuilds the operation queue, so op progress may go, counted.
+            self._dropped += 1
+            self._bus._dropped += 1
+            if not self._resync_pending:
+                self._resync_pending = True
+                self._pending.append(_Resync())
+        else:
+            self._pending.append(event)
+        self._wake()
+
+    def _resolve(self, item: _Item) -> Event | None:
+        if isinstance(item, _LagSlot):
+            return self._latest_lag.pop(item.backend, None)
+        if isinstance(item, _HeartbeatSlot):
+            heartbeat, self._latest_heartbeat = self._latest_heartbeat, None
+            return heartbeat
+        if isinstance(item, _Resync):
+            self._resync_pending = False
+            self._resyncs += 1
+            return self._bus._snapshot()
+        return item
+
+    def receive_nowait(self) -> Event | None:
+        """The next buffered event, or ``None`` when nothing is buffered."""
+        while self._pending:
+            event = self._resolve(self._pending.popleft())
+            if event is not None:
+                self._delivered += 1
+                return event
+        return None
+
+    async def receive(self) -> Event:
+        """Wait for the next event.
+
+        Raises:
+            SubscriptionClosed: the subscription is closed and its buffer is empty.
+        """
+        while True:
+            event = self.receive_nowait()
+            if event is not None:
+                return event
+            if self._closed_reason is not None:
+                raise SubscriptionClosed(self._closed_reason)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self.receive()
+        except SubscriptionClosed:
+            raise StopAsyncIteration from None
+
+
+class EventBus:
+    """Fans events out to subscribers without ever waiting for them.
+
+    All methods but :meth:`publish_threadsafe` must be called on the loop's thread.
+    """
+
+    def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
+        self._snapshot_provider = snapshot
+        self._subscribers: list[Subscription] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._published = 0
+        self._dropped = 0
+        self._overflow_closes = 0
+
+    def set_snapshot_provider(self, snapshot: Callable[[], Snapshot]) -> None:
+        """Name the function that builds a snapshot of the present state."""
+        self._snapshot_provider = snapshot
+
+    def _snapshot(self) -> Snapshot:
+        if self._snapshot_provider is None:
+            return Snapshot(at=0.0, session="")
+        return self._snapshot_provider()
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Name the loop that :meth:`publish_threadsafe` hands events to."""
+        self._loop = loop
+
+    def publish(self, event: Event) -> None:
+        """Give ``event`` to every subscriber; never blocks."""
+        self._published += 1
+        for subscription in self._subscribers:
+            subscription._offer(event)
+
+    def publish_threadsafe(self, event: Event) -> None:
+        """Publish from another thread, through the bound loop.
+
+        Raises:
+            RuntimeError: no loop is bound.
+        """
+        if self._loop is None:
+            raise RuntimeError("EventBus.bind_loop() was not called")
+        self._loop.call_soon_threadsafe(self.publish, event)
+
+    def subscribe(
+        self, *, max_pending: int = 10_000, hard_limit: int = 500_000, name: str = "subscriber"
+    ) -> Subscription:
+        """Start a subscription whose first event is a snapshot of now.
+
+        Args:
+            max_pending: buffer size beyond which rebuildable events are dropped.
+            hard_limit: buffered job changes beyond which the subscription is closed.
+            name: who subscribes, for logs.
+
+        Returns:
+            The subscription; close it when done.
+        """
+        subscription = Subscription(self, self._snapshot(), max_pending=max_pending, hard_limit=hard_limit, name=name)
+        self._subscribers.append(subscription)
+        return subscription
+
+    def close(self) -> None:
+        """Close every subscription (they still drain what they hold)."""
+        for subscription in list(self._subscribers):
+            subscription.close(reason="bus closed")
+
+    def _forget(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+
+    def statistics(self) -> BusStatistics:
+        """Totals since the bus was made."""
+        return BusStatistics(
+            published=self._published,
+            subscribers=len(self._subscribers),
+            dropped=self._dropped,
+            overflow_closes=self._overflow_closes,
+        )

@@ -1,0 +1,68 @@
+"""Where fetched job outputs land, each exactly once.
+
+A fetch writes into a private temporary directory; renaming it to the job's directory
+is the single, atomic act of collecting. A second fetch of the same job, after a crash
+between the rename and the bookkeeping, finds the directory there and stops.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+__all__ = ["OutputSink"]
+
+
+class OutputSink:
+    """The outputs directory of a session: one subdirectory per job.
+
+    Args:
+        root: the directory (created if missing).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._clean_leftovers()
+
+    def _clean_leftovers(self) -> None:
+        for leftover in self.root.glob(".fetch-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def path(self, job_id: str) -> Path:
+        """The directory holding a job's collected output."""
+        return self.root / job_id
+
+    def collected(self, job_id: str) -> bool:
+        """Whether the job's output was already collected."""
+        return self.path(job_id).is_dir()
+
+    def prepare(self, job_id: str) -> Path:
+        """A fresh, empty directory for one fetch attempt."""
+        staging = self.root / f".fetch-{job_id}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        return staging
+
+    def commit(self, job_id: str, staging: Path) -> bool:
+        """Make a fetch attempt's files the job's output.
+
+        Returns:
+            True if this call collected the output, False if it was already collected.
+        """
+        if self.collected(job_id):
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
+        try:
+            os.rename(staging, self.path(job_id))
+        except OSError:
+            if self.collected(job_id):
+                shutil.rmtree(staging, ignore_errors=True)
+                return False
+            raise
+        return True
+
+    def discard(self, staging: Path) -> None:
+        """Throw away a failed attempt's files."""
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,208 @@
+"""The simulated DIRAC service on a real TCP socket, with its latency and its faults.
+
+One JSON request per line, one JSON answer per line, in DIRAC's ``S_OK``/``S_ERROR``
+shape: ``{"OK": true, "Value": ...}`` or ``{"OK": false, "Message": "..."}``. Calls
+are slow (a drawn latency that grows with the batch), may fail, may hang, and may
+carry a malformed entry, as configured; ``configure`` changes that at run time.
+
+Run it as its own process with ``python -m monitor_core.sim.dirac_server``; it prints
+``{"port": N}`` once it listens and serves until its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from typing import Any, Final
+
+from ._dirac_service import DiracSimConfig, DiracSimService, ServiceError
+
+__all__ = ["DiracSimServer", "main"]
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST: Final = 16 * 1024 * 1024
+_FAULTY_METHODS: Final = frozenset({"getJobStatus", "getOutputSandbox"})
+
+
+class DiracSimServer:
+    """Serves a :class:`DiracSimService` on a loopback TCP port.
+
+    Args:
+        config: the service's behaviour.
+        host: where to listen (loopback).
+        port: TCP port, 0 for a free one.
+    """
+
+    def __init__(self, config: DiracSimConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.service = DiracSimService(config, time.monotonic)
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self.calls: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.ids_queried = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (after :meth:`start`)."""
+        return self._port
+
+    async def start(self) -> int:
+        """Listen; return the port."""
+        self._server = await asyncio.start_server(self._serve, self._host, self._port, limit=MAX_REQUEST)
+        self._port = self._server.sockets[0].getsockname()[1]
+        return self._port
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection, hung ones included."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def statistics(self) -> dict[str, Any]:
+        """Calls by method, faults injected, ids queried, peak concurrent calls."""
+        return {
+            "calls": dict(self.calls),
+            "faults": dict(self.faults),
+            "ids_queried": self.ids_queried,
+            "max_in_flight": self.max_in_flight,
+            "jobs": len(self.service),
+        }
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while line := await reader.readline():
+                reply = await self._answer(line)
+                writer.write(reply if reply.endswith(b"\n") else reply + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _answer(self, line: bytes) -> bytes:
+        try:
+            request = json.loads(line)
+            method, params = request["method"], request.get("params", [])
+        except (ValueError, KeyError, TypeError):
+            return _encode({"OK": False, "Message": "malformed request"})
+        self.calls[method] += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._dispatch(method, params)
+        finally:
+            self.in_flight -= 1
+
+    async def _dispatch(self, method: str, params: Any) -> bytes:
+        service, config = self.service, self.service.config
+        if method in _FAULTY_METHODS:
+            draw = service.draw()
+            if draw < config.hang_rate:
+                self.faults["hang"] += 1
+                await asyncio.sleep(config.hang_seconds)
+                return _encode({"OK": False, "Message": "Request timed out at the server"})
+            if draw < config.hang_rate + config.error_rate:
+                self.faults["error"] += 1
+                await asyncio.sleep(service.draw_latency(0))
+                return _encode({"OK": False, "Message": "Failed to connect to JobMonitoring: Connection reset"})
+        try:
+            if method == "getJobStatus":
+                ids = list(params)
+                self.ids_queried += len(ids)
+                await asyncio.sleep(service.draw_latency(len(ids)))
+                value: Any = service.get_job_status(ids)
+                if value and service.draw() < config.garbage_rate:
+                    self.faults["garbage"] += 1
+                    return _garble(value)
+            elif method == "getOutputSandbox":
+                await asyncio.sleep(config.output_latency)
+                value = service.output_sandbox(int(params))
+            elif method == "submitJobs":
+                await asyncio.sleep(service.draw_latency(0) / 4)
+                value = service.submit(list(params))
+            elif method == "killJob":
+                service.kill(list(params))
+                value = None
+            elif method == "configure":
+                service.config = dataclasses.replace(config, **dict(params))
+                value = service.config.to_dict()
+            elif method == "stats":
+                value = self.statistics()
+            elif method == "ping":
+                value = "pong"
+            else:
+                return _encode({"OK": False, "Message": f"unknown method {method}"})
+        except ServiceError as exc:
+            return _encode({"OK": False, "Message": str(exc)})
+        except (TypeError, ValueError) as exc:
+            return _encode({"OK": False, "Message": f"bad parameters: {exc}"})
+        return _encode({"OK": True, "Value": value})
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def _garble(value: dict[str, dict[str, str]]) -> bytes:
+    # Alternate between the kinds of nonsense a real service has been seen to send.
+    victim = next(iter(value))
+    kind = len(value) % 3
+    if kind == 0:
+        value[victim] = {"Status": "Borked", "MinorStatus": "?"}
+    elif kind == 1:
+        value[victim] = "Running"  # type: ignore[assignment]
+    else:
+        return _encode({"OK": True, "Value": value})[: -len(victim)]
+    return _encode({"OK": True, "Value": value})
+
+
+async def _serve_until_stdin_closes(config: DiracSimConfig, port: int) -> None:
+    server = DiracSimServer(config, port=port)
+    bound = await server.start()
+    print(json.dumps({"port": bound}), flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while await reader.read(4096):
+            pass
+    finally:
+        await server.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: serve the simulated service until stdin closes."""
+    parser = argparse.ArgumentParser(prog="python -m monitor_core.sim.dirac_server")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--config", default="{}", help="DiracSimConfig fields as JSON")
+    args = parser.parse_args(argv)
+    config = DiracSimConfig(**json.loads(args.config))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_until_stdin_closes(config, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
