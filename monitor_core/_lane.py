@@ -309,31 +309,31 @@ class Lane:
 
     # -- running operations ------------------------------------------------------------------
 
-    async def _next_op(self, queue: asyncio.PriorityQueue[tuple[int, int, Operation]]) -> Operation:
+    async def _next_op(self, queue: asyncio.PriorityQueue[tuple[int, int, Operation]]) -> Operation | None:
+        """The next live operation, or ``None`` once the lane is draining."""
         while True:
             await self._resumed.wait()
             _, _, op = await queue.get()
-            if op.state == OpState.QUEUED and op.op_id in self.ops:
-                if self.paused:
-                    queue.put_nowait((op.priority, op.op_id, op))
-                    continue
-                return op
+            if op.state != OpState.QUEUED or op.op_id not in self.ops:
+                continue
+            if self._draining:
+                queue.put_nowait((op.priority, op.op_id, op))
+                return None
+            if self.paused:
+                queue.put_nowait((op.priority, op.op_id, op))
+                continue
+            return op
 
     async def run_poll_worker(self) -> None:
         """Take poll operations one at a time, forever."""
-        while not self._draining:
+        while (op := await self._next_op(self._poll_queue)) is not None:
+            # The breaker is asked right before the call: it may have opened while we waited.
             await self.breaker.acquire()
-            try:
-                op = await self._next_op(self._poll_queue)
-            except asyncio.CancelledError:
-                self.breaker.release()
-                raise
             await self._run_poll(op)
 
     async def run_fetch_worker(self) -> None:
         """Take output fetches one at a time, forever."""
-        while not self._draining:
-            op = await self._next_op(self._fetch_queue)
+        while (op := await self._next_op(self._fetch_queue)) is not None:
             await self._run_fetch(op)
 
     def _start(self, op: Operation) -> None:

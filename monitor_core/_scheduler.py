@@ -7,8 +7,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 from ._bus import EventBus
 from ._events import (
@@ -96,6 +97,7 @@ class Scheduler:
         self._next_number = 1
         self._offset = time.time() - time.monotonic()
         self._tasks: asyncio.TaskGroup | None = None
+        self._running: list[asyncio.Task[None]] = []
         self._heartbeats = 0
         self._closed = False
 
@@ -143,15 +145,19 @@ class Scheduler:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         for lane in self.lanes.values():
-            self._tasks.create_task(lane.run_planner(), name=f"monitor[lane={lane.name}].planner")
+            self._spawn(lane.run_planner(), f"monitor[lane={lane.name}].planner")
             for index in range(lane.caps.max_concurrency):
-                self._tasks.create_task(lane.run_poll_worker(), name=f"monitor[lane={lane.name}].poll{index}")
+                self._spawn(lane.run_poll_worker(), f"monitor[lane={lane.name}].poll{index}")
             for index in range(lane.caps.fetch_concurrency):
-                self._tasks.create_task(lane.run_fetch_worker(), name=f"monitor[lane={lane.name}].fetch{index}")
-        self._tasks.create_task(self._run_sampler(), name="monitor.sampler")
+                self._spawn(lane.run_fetch_worker(), f"monitor[lane={lane.name}].fetch{index}")
+        self._spawn(self._run_sampler(), "monitor.sampler")
         if self.store is not None:
-            self._tasks.create_task(self.store.run_flusher(), name="monitor.store")
+            self._spawn(self.store.run_flusher(), "monitor.store")
         return self
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._tasks is not None
+        self._running.append(self._tasks.create_task(coroutine, name=name))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -172,7 +178,7 @@ class Scheduler:
         if pending:
             log.warning("drain deadline passed with calls in flight; cancelling them")
         if self._tasks is not None:
-            for task in list(self._tasks._tasks):
+            for task in self._running:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tasks.__aexit__(None, None, None)
@@ -229,7 +235,8 @@ class Scheduler:
         submitted: list[Job] = []
         for backend, group in by_backend.items():
             lane = self.lanes[backend]
-            timeout = lane.caps.call_timeout * (1 + len(group) // 1000)
+            # Submission is the user's own act and may be slow; the poll timeout is too tight for it.
+            timeout = max(60.0, lane.caps.call_timeout) * (1 + len(group) // 1000)
             async with asyncio.timeout(timeout):
                 backend_ids = await lane.backend.submit(group)
             if len(backend_ids) != len(group):

@@ -1,0 +1,133 @@
+"""``ganga-monitor-tui --headless`` end to end, as a user runs it: a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor_core.sim import DiracSimProcess
+from monitor_core.transports import decode_event
+
+pytestmark = pytest.mark.timeout(180)
+
+FAST_DEMO = ["--latency", "20ms", "--mean-duration", "1.5", "--poll-interval", "0.5"]
+
+
+def run_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ganga_tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_until_done_finishes_every_job_and_prints_the_summary(tmp_path: Path) -> None:
+    result = run_cli(
+        "--demo", "--headless", "--until-done", "--jobs", "150", "--state-dir", str(tmp_path / "s"), *FAST_DEMO
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "150 of 150 planned" in result.stdout
+    assert "lost           0" in result.stdout
+    assert "mis-stated     0" in result.stdout
+    assert "verdict        OK" in result.stdout
+    assert "jobs 150/150 final" in result.stdout
+
+
+def test_json_lines_are_valid_wire_events_and_end_with_the_summary(tmp_path: Path) -> None:
+    result = run_cli(
+        "--demo", "--headless", "--json", "--until-done", "--jobs", "40", "--state-dir", str(tmp_path / "s"), *FAST_DEMO
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    events = [decode_event(line) for line in lines[:-1]]
+    assert type(events[0]).__name__ == "Snapshot"
+    kinds = {type(e).__name__ for e in events}
+    assert {"JobChanged", "OpQueued", "OpStarted", "OpFinished", "LagSampled", "Heartbeat"} <= kinds
+    assert len(events[0].jobs) == 40  # type: ignore[union-attr]
+    summary = json.loads(lines[-1])
+    assert summary["type"] == "Summary"
+    assert summary["data"]["ok"] is True
+    assert summary["data"]["jobs"] == 40
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--demo", "--jobs", "lots"], "expected a whole number"),
+        (["--demo", "--error-rate", "2"], "between 0 and 1"),
+        (["--demo", "--backends", "local,lsf"], "unknown backend lsf"),
+        (["--demo", "--latency", "fast"], "expected a duration"),
+        (["--json"], "go with --headless"),
+        ([], "nothing to watch"),
+    ],
+)
+def test_bad_flags_get_a_clear_message_and_exit_2(flags: list[str], message: str) -> None:
+    result = run_cli(*flags, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_help_explains_every_flag_and_the_exit_codes() -> None:
+    result = run_cli("--help", timeout=30)
+    assert result.returncode == 0
+    for flag in ("--demo", "--headless", "--json", "--until-done", "--jobs", "--backends", "--latency", "--error-rate"):
+        assert flag in result.stdout
+    assert "exit status" in result.stdout
+
+
+async def test_sigkill_mid_run_then_restart_loses_nothing_and_collects_once(
+    dirac_service: DiracSimProcess, tmp_path: Path
+) -> None:
+    # The grid outlives the session, as a real one does: the service runs beside both runs.
+    await asyncio.to_thread(kill_mid_run_then_resume, dirac_service.port, tmp_path / "session")
+
+
+def kill_mid_run_then_resume(port: int, state: Path) -> None:
+    common = ["--demo", "--headless", "--state-dir", str(state), "--jobs", "120", "--dirac-port", str(port)]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "ganga_tui", *common, *FAST_DEMO, "--mean-duration", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    outputs = state / "outputs"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        collected = [p for p in outputs.glob("*") if not p.name.startswith(".")] if outputs.is_dir() else []
+        if len(collected) >= 15:
+            break
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert len(collected) >= 15, "the first run must get some work done before it is killed"
+    with sqlite3.connect(state / "session.sqlite") as db:
+        unfinished = db.execute("SELECT COUNT(*) FROM jobs WHERE status NOT IN ('completed','failed')").fetchone()[0]
+    assert unfinished > 0, "the kill must land mid-run"
+
+    second = run_cli(*common, *FAST_DEMO, "--json", "--until-done")
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads(second.stdout.splitlines()[-1])["data"]
+    assert summary["jobs"] == summary["planned"] == 120
+    assert summary["lost"] == []
+    assert summary["misstated"] == []
+    with sqlite3.connect(state / "session.sqlite") as db:
+        ids = [row[0] for row in db.execute("SELECT job_id FROM jobs")]
+        finished = [row[0] for row in db.execute("SELECT job_id FROM jobs WHERE status IN ('completed','failed')")]
+        collected_rows = [row[0] for row in db.execute("SELECT job_id FROM outputs")]
+    assert len(ids) == len(set(ids)) == 120
+    assert sorted(collected_rows) == sorted(finished) == sorted(ids)
+    assert not list(outputs.glob(".fetch-*")), "no half-collected output is left behind"
+    for job_id in ids:
+        files = {p.name for p in (outputs / job_id).iterdir()}
+        assert files & {"std.out", "stdout"}, f"job {job_id} has no output"

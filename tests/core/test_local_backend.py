@@ -1,0 +1,142 @@
+"""The local backend with real processes: exits seen by event, exit codes, outputs, adoption."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monitor_core import EventBus, JobChanged, JobSpec, JobStatus, OutputSink, Scheduler
+from monitor_core.backends import Capabilities
+from monitor_core.backends.local import LocalBackend
+from monitor_core.sim import local_command
+
+from ..conftest import until
+from .conftest import FAST
+
+pytestmark = pytest.mark.timeout(60)
+
+# A long safety-net poll: anything seen in time must have come from the exit event.
+SLOW_POLL = Capabilities(max_batch=100, max_concurrency=1, fetch_concurrency=2, push_updates=True, poll_interval=600)
+
+
+def spec(name: str, duration: float, code: int) -> JobSpec:
+    return JobSpec(name=name, backend="local", command=local_command(name, duration, code))
+
+
+async def test_exits_are_detected_by_event_with_exit_codes_and_outputs(tmp_path: Path) -> None:
+    bus = EventBus()
+    backend = LocalBackend(tmp_path / "local", capabilities=SLOW_POLL)
+    async with Scheduler([backend], bus=bus, outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
+        subscription = bus.subscribe()
+        jobs = await scheduler.submit([spec("ok", 0.2, 0), spec("bad", 0.1, 3), spec("quick", 0.0, 0)])
+        async with asyncio.timeout(20):
+            await scheduler.wait_all_final()
+        subscription.close()
+        changes = [e async for e in subscription if isinstance(e, JobChanged)]
+    ok, bad, quick = jobs
+    assert (ok.status, ok.exit_code) == (JobStatus.COMPLETED, 0)
+    assert (bad.status, bad.exit_code) == (JobStatus.FAILED, 3)
+    assert quick.status == JobStatus.COMPLETED
+    # Nothing was polled (interval 600 s): the moves to completing came from exit events.
+    assert scheduler.lanes["local"].calls_total == scheduler.lanes["local"].fetches_total
+    completing = [c for c in changes if c.new == JobStatus.COMPLETING]
+    assert {c.source for c in completing} == {"event"}
+    assert (scheduler.outputs.path(ok.job_id) / "stdout").read_text() == "ok starting\nok done with 0\n"
+    assert "simulated failure" in (scheduler.outputs.path(bad.job_id) / "stderr").read_text()
+
+
+async def test_jobs_beyond_the_slot_limit_wait_then_run(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "local", max_running=2, capabilities=SLOW_POLL)
+    async with Scheduler([backend], bus=EventBus(), outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
+        jobs = await scheduler.submit([spec(f"j{i}", 0.1, 0) for i in range(6)])
+        async with asyncio.timeout(20):
+            await scheduler.wait_all_final()
+    assert all(job.status == JobStatus.COMPLETED for job in jobs)
+
+
+async def test_kill_ends_a_running_job_as_killed(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "local", capabilities=SLOW_POLL)
+    async with Scheduler([backend], bus=EventBus(), outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
+        (job,) = await scheduler.submit([spec("long", 30, 0)])
+        await until(lambda: job.status == JobStatus.RUNNING, within=10)
+        assert job.backend_id is not None
+        await backend.kill(job.backend_id)
+        async with asyncio.timeout(10):
+            await scheduler.wait_all_final()
+    assert job.status == JobStatus.KILLED
+
+
+async def test_a_process_started_elsewhere_is_adopted_and_its_exit_found(tmp_path: Path) -> None:
+    workdir = tmp_path / "local"
+    first = LocalBackend(workdir, capabilities=SLOW_POLL)
+    await first.start()
+    (backend_id,) = await first.submit([spec("adopted", 0.5, 4)])
+    await until(lambda: (workdir / backend_id / "pid").exists(), within=10)
+    await first.close()
+    # A new backend (a restarted session) did not start this process: it adopts it.
+    second = LocalBackend(workdir, capabilities=SLOW_POLL)
+    await second.start()
+    try:
+        second.adopt(backend_id)
+        async with asyncio.timeout(10):
+            while True:
+                (report,) = (await second.poll([backend_id])).reports
+                if report.status.is_final:
+                    break
+                await asyncio.sleep(0.05)
+        assert (report.status, report.exit_code) == (JobStatus.FAILED, 4)
+    finally:
+        await second.close()
+
+
+async def test_process_table_fallback_when_no_pidfd(tmp_path: Path) -> None:
+    workdir = tmp_path / "local"
+    backend = LocalBackend(workdir, capabilities=SLOW_POLL)
+    backend.pidfd_supported = False
+    await backend.start()
+    try:
+        (backend_id,) = await backend.submit([spec("polled", 0.2, 0)])
+        async with asyncio.timeout(10):
+            while True:
+                (report,) = (await backend.poll([backend_id])).reports
+                if report.status.is_final:
+                    break
+                await asyncio.sleep(0.05)
+        assert report.status == JobStatus.COMPLETED
+    finally:
+        await backend.close()
+
+
+async def test_a_vanished_process_without_exit_code_is_failed_not_lost(tmp_path: Path) -> None:
+    workdir = tmp_path / "local"
+    backend = LocalBackend(workdir, capabilities=SLOW_POLL)
+    await backend.start()
+    try:
+        (backend_id,) = await backend.submit([spec("victim", 30, 0)])
+        await until(lambda: (workdir / backend_id / "pid").exists(), within=10)
+        pid = int((workdir / backend_id / "pid").read_text().split()[0])
+        os.killpg(pid, signal.SIGKILL)
+        async with asyncio.timeout(10):
+            while True:
+                (report,) = (await backend.poll([backend_id])).reports
+                if report.status.is_final:
+                    break
+                await asyncio.sleep(0.05)
+        assert report.status == JobStatus.FAILED
+    finally:
+        await backend.close()
+
+
+def test_pidfd_is_available_here() -> None:
+    # The event path is the point of this backend; make sure CI exercises it.
+    assert hasattr(os, "pidfd_open")
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    fd = os.pidfd_open(process.pid)
+    os.close(fd)
+    process.wait()
