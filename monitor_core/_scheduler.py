@@ -145,15 +145,36 @@ class Scheduler:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         for lane in self.lanes.values():
-            self._spawn(lane.run_planner(), f"monitor[lane={lane.name}].planner")
-            for index in range(lane.caps.max_concurrency):
-                self._spawn(lane.run_poll_worker(), f"monitor[lane={lane.name}].poll{index}")
-            for index in range(lane.caps.fetch_concurrency):
-                self._spawn(lane.run_fetch_worker(), f"monitor[lane={lane.name}].fetch{index}")
+            self._start_lane(lane)
         self._spawn(self._run_sampler(), "monitor.sampler")
         if self.store is not None:
             self._spawn(self.store.run_flusher(), "monitor.store")
         return self
+
+    def _start_lane(self, lane: Lane) -> None:
+        self._spawn(lane.run_planner(), f"monitor[lane={lane.name}].planner")
+        for index in range(lane.caps.max_concurrency):
+            self._spawn(lane.run_poll_worker(), f"monitor[lane={lane.name}].poll{index}")
+        for index in range(lane.caps.fetch_concurrency):
+            self._spawn(lane.run_fetch_worker(), f"monitor[lane={lane.name}].fetch{index}")
+
+    async def add_backend(self, backend: Backend) -> Lane:
+        """Give a backend that appeared after the start its own lane (e.g. a Ganga user's first Condor job).
+
+        Raises:
+            ValueError: a lane of that name exists.
+            RuntimeError: the scheduler is not running.
+        """
+        if backend.name in self.lanes:
+            raise ValueError(f"two backends are named {backend.name!r}")
+        if self._tasks is None or self._closed:
+            raise RuntimeError("the scheduler is not running")
+        lane = Lane(backend, self)
+        await backend.start()
+        backend.set_listener(lane.on_push)
+        self.lanes[backend.name] = lane
+        self._start_lane(lane)
+        return lane
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None
@@ -285,7 +306,7 @@ class Scheduler:
         if job.status.is_active:
             due = time.monotonic() if source == "restore" else time.monotonic() + self.interval_for(job, lane)
             lane.activate(job, due)
-        elif job.status == JobStatus.COMPLETING:
+        elif job.status == JobStatus.COMPLETING and lane.caps.fetches_output:
             lane.queue_fetch(job.job_id)
         elif job.status.is_final:
             self._count_final()
@@ -309,9 +330,10 @@ class Scheduler:
         now = time.time()
         job.last_confirmed = now
         new = report.status
-        if job.status == JobStatus.COMPLETING and new in _BACKEND_FINAL:
+        fetches = self.lanes[job.backend].caps.fetches_output
+        if fetches and job.status == JobStatus.COMPLETING and new in _BACKEND_FINAL:
             return False  # already known; the output fetch settles it
-        target = JobStatus.COMPLETING if new in _BACKEND_FINAL else new
+        target = JobStatus.COMPLETING if fetches and new in _BACKEND_FINAL else new
         if target == job.status:
             job.info = report.info or job.info
             return False
@@ -338,10 +360,14 @@ class Scheduler:
             lane.activate(job, time.monotonic() + self.interval_for(job, lane))
         elif not new.is_active:
             lane.deactivate(job.job_id)
-        if new == JobStatus.COMPLETING:
+        if new == JobStatus.COMPLETING and lane.caps.fetches_output:
             lane.queue_fetch(job.job_id)
         if new.is_final and not old.is_final:
             self._count_final()
+        elif old.is_final and not new.is_final:
+            # Resubmitted (Ganga allows failed -> submitting): final no more.
+            self._final -= 1
+            self._all_final.clear()
         self.counters["transitions"] += 1
         if self.store is not None:
             self.store.mark_dirty(job)

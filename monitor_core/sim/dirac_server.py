@@ -97,6 +97,10 @@ class DiracSimServer:
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
+        except asyncio.CancelledError:
+            # Only close() cancels these. Ending normally keeps Python 3.11's stream
+            # callback from logging the cancellation of a task it does not own as an error.
+            return
         finally:
             self._connections.discard(task)
             writer.close()

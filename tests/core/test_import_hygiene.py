@@ -31,3 +31,14 @@ def test_no_core_module_names_textual_or_ganga_tui_in_an_import() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("textual", "ganga_tui")]
     assert offenders == []
+
+
+def test_import_linter_contract_holds() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lint-imports"), "--config", str(CORE.parent / "pyproject.toml")],
+        capture_output=True,
+        text=True,
+        cwd=CORE.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "monitor_core never imports the UI KEPT" in result.stdout
