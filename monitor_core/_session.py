@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from .backends._base import Backend, Capabilities
 from .backends.dirac_sim import DEFAULT_CAPABILITIES as DIRAC_CAPABILITIES
 from .backends.dirac_sim import DiracSimBackend
 from .backends.local import LocalBackend
+from .backends.slurm import SlurmBackend, SlurmCommands
 from .sim._dirac_client import DiracSimProcess
 from .sim._dirac_service import DiracSimConfig
 from .sim._workload import WorkloadConfig, generate_workload
@@ -35,7 +37,7 @@ __all__ = ["KNOWN_BACKENDS", "MonitorSession", "SessionConfig", "SessionSummary"
 
 log = logging.getLogger(__name__)
 
-KNOWN_BACKENDS = ("local", "dirac-sim", "dirac-sim-async")
+KNOWN_BACKENDS = ("local", "dirac-sim", "dirac-sim-async", "slurm")
 DiracClientKind = Literal["process", "thread"]
 
 
@@ -134,6 +136,14 @@ def _percentile(values: list[float], fraction: float) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(fraction * 100) - 1))]
+
+
+def _slurm_conf() -> Path | None:
+    """The cluster ``slurm`` jobs go to: ``$SLURM_CONF``, the system's, else ``scripts/slurm-local``'s."""
+    if os.environ.get("SLURM_CONF") or Path("/etc/slurm/slurm.conf").exists():
+        return None
+    local = Path(os.environ.get("SLURM_LOCAL_DIR") or "/tmp/slurm-local") / "etc" / "slurm.conf"
+    return local if local.exists() else None
 
 
 class MonitorSession:
@@ -239,6 +249,10 @@ class MonitorSession:
                     backends.append(DiracSimBackend.threaded(dirac_port, capabilities=caps))
             elif name == "dirac-sim-async":
                 backends.append(DiracSimBackend.asynchronous(dirac_port, capabilities=tuned(DIRAC_CAPABILITIES)))
+            elif name == "slurm":
+                slurm = SlurmBackend(self.state_dir / "slurm", commands=SlurmCommands(slurm_conf=_slurm_conf()))
+                slurm.capabilities = tuned(slurm.capabilities)
+                backends.append(slurm)
         return backends
 
     def _restore(self, restored: list[Job], embedded_dirac_lost: bool) -> None:

@@ -11,6 +11,9 @@ from .._model import JobSpec, JobStatus
 
 __all__ = ["WorkloadConfig", "generate_workload", "local_command"]
 
+_RUNS_COMMANDS = frozenset({"local", "slurm"})
+"""Backends that run a real shell command (a Slurm job is ``sbatch --wrap`` of it)."""
+
 
 @dataclass(frozen=True, slots=True)
 class WorkloadConfig:
@@ -69,7 +72,7 @@ def generate_workload(config: WorkloadConfig) -> list[JobSpec]:
                 name=name,
                 backend=backend,
                 group=group,
-                command=local_command(name, duration, exit_code) if backend == "local" else (),
+                command=local_command(name, duration, exit_code) if backend in _RUNS_COMMANDS else (),
                 duration=duration,
                 exit_code=exit_code,
                 expected=JobStatus.FAILED if fails else JobStatus.COMPLETED,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from monitor_core import EventBus, JobChanged, JobSpec, JobStatus, OutputSink, Scheduler
-from monitor_core.backends import Capabilities
+from monitor_core.backends import Capabilities, StatusReport
 from monitor_core.backends.local import LocalBackend
 from monitor_core.sim import local_command
 
@@ -23,6 +23,16 @@ pytestmark = pytest.mark.timeout(60)
 
 # A long safety-net poll: anything seen in time must have come from the exit event.
 SLOW_POLL = Capabilities(max_batch=100, max_concurrency=1, fetch_concurrency=2, push_updates=True, poll_interval=600)
+
+
+async def polled_until_final(backend: LocalBackend, backend_id: str) -> StatusReport:
+    """Poll as the lane would, without events, until the backend reports a final status."""
+    async with asyncio.timeout(10):
+        while True:
+            (report,) = (await backend.poll([backend_id])).reports
+            if report.status.is_final:
+                return report
+            await asyncio.sleep(0.05)
 
 
 def spec(name: str, duration: float, code: int) -> JobSpec:
@@ -84,12 +94,7 @@ async def test_a_process_started_elsewhere_is_adopted_and_its_exit_found(tmp_pat
     await second.start()
     try:
         second.adopt(backend_id)
-        async with asyncio.timeout(10):
-            while True:
-                (report,) = (await second.poll([backend_id])).reports
-                if report.status.is_final:
-                    break
-                await asyncio.sleep(0.05)
+        report = await polled_until_final(second, backend_id)
         assert (report.status, report.exit_code) == (JobStatus.FAILED, 4)
     finally:
         await second.close()
@@ -102,12 +107,7 @@ async def test_process_table_fallback_when_no_pidfd(tmp_path: Path) -> None:
     await backend.start()
     try:
         (backend_id,) = await backend.submit([spec("polled", 0.2, 0)])
-        async with asyncio.timeout(10):
-            while True:
-                (report,) = (await backend.poll([backend_id])).reports
-                if report.status.is_final:
-                    break
-                await asyncio.sleep(0.05)
+        report = await polled_until_final(backend, backend_id)
         assert report.status == JobStatus.COMPLETED
     finally:
         await backend.close()
@@ -122,12 +122,7 @@ async def test_a_vanished_process_without_exit_code_is_failed_not_lost(tmp_path:
         await until(lambda: (workdir / backend_id / "pid").exists(), within=10)
         pid = int((workdir / backend_id / "pid").read_text().split()[0])
         os.killpg(pid, signal.SIGKILL)
-        async with asyncio.timeout(10):
-            while True:
-                (report,) = (await backend.poll([backend_id])).reports
-                if report.status.is_final:
-                    break
-                await asyncio.sleep(0.05)
+        report = await polled_until_final(backend, backend_id)
         assert report.status == JobStatus.FAILED
     finally:
         await backend.close()
