@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.json or args.until_done) and not args.headless:
         parser.error("--json and --until-done go with --headless")
     if not args.demo:
-        parser.error("nothing to watch: pass --demo for an embedded simulated session")
+        from .sources import run_attached
+
+        return run_attached(parser, args)
     try:
         config = session_config(args)
     except ValueError as exc:

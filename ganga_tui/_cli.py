@@ -10,6 +10,8 @@ from pathlib import Path
 from monitor_core import SessionConfig
 from monitor_core._session import KNOWN_BACKENDS
 
+from .sources import add_attach_arguments
+
 __all__ = ["EXIT_CODES", "build_parser", "session_config"]
 
 EXIT_CODES = {
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--jobs", type=_positive_int, default=3000, metavar="N", help="jobs to submit (default 3000)")
     demo.add_argument(
         "--backends",
+        "--backend",
         type=_backends,
         default=("local", "dirac-sim"),
         metavar="LIST",
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="session state directory; an existing one is resumed (default: a new one per run)",
     )
     demo.add_argument("--seed", type=int, default=7, help="random seed of the workload")
+    add_attach_arguments(parser)
     return parser
 
 

@@ -1,9 +1,10 @@
-"""The wire schema: bus events as versioned, validated JSON.
+"""The wire schema: bus events and viewer commands as versioned, validated JSON.
 
-A message is ``{"v": 1, "type": "<event class>", "data": {...fields...}}``. Decoding
-checks the version, the type, the size and every field's type (strictly: a string is
-not a number), and raises :class:`WireError` with the reason; it never unpickles or
-evaluates anything.
+A message is ``{"v": 1, "type": "<class name>", "data": {...fields...}}``: an event
+flows from a session to its viewers, a command from a viewer back to the session.
+Decoding checks the version, the type, the size and every field's type (strictly: a
+string is not a number), and raises :class:`WireError` with the reason; it never
+unpickles or evaluates anything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 
 import pydantic
 
+from .._commands import Command, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
 from .._events import (
     BreakerChanged,
     CommandAcked,
@@ -32,11 +34,16 @@ from .._events import (
 )
 
 __all__ = [
+    "COMMAND_TYPES",
     "EVENT_TYPES",
+    "MAX_COMMAND_BYTES",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
     "WireError",
+    "command_id_of",
+    "decode_command",
     "decode_event",
+    "encode_command",
     "encode_event",
     "event_to_data",
 ]
@@ -44,6 +51,8 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 256 * 1024 * 1024
 """Largest message accepted; a snapshot of 100,000 jobs takes about 30 MB."""
+MAX_COMMAND_BYTES: Final = 64 * 1024
+"""Largest command a session accepts from a viewer; real ones take about 100 bytes."""
 
 EVENT_TYPES: Final[dict[str, type[Any]]] = {
     cls.__name__: cls
@@ -63,9 +72,23 @@ EVENT_TYPES: Final[dict[str, type[Any]]] = {
     )
 }
 
+COMMAND_TYPES: Final[dict[str, type[Any]]] = {
+    cls.__name__: cls for cls in (RefreshJob, PauseBackend, ResumeBackend, SetInterval, TailOutput)
+}
+
 
 class WireError(ValueError):
-    """A message that does not follow the wire schema; the text says why."""
+    """A message that does not follow the wire schema; the text says why.
+
+    Args:
+        reason: what is wrong, for logs and acknowledgements.
+        kind: a short category for rejection counters (``malformed``, ``oversized``,
+            ``version``, ``unknown_type``, ``invalid``).
+    """
+
+    def __init__(self, reason: str, kind: str = "invalid") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 def _plain(value: Any) -> Any:
@@ -90,6 +113,12 @@ def encode_event(event: Event) -> bytes:
     return json.dumps(event_to_data(event), separators=(",", ":")).encode()
 
 
+def encode_command(command: Command) -> bytes:
+    """One viewer command as a compact JSON document."""
+    document = {"v": SCHEMA_VERSION, "type": type(command).__name__, "data": _plain(command)}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 _ADAPTERS: dict[str, pydantic.TypeAdapter[Any]] = {}
 
 
@@ -100,28 +129,23 @@ def _adapter(cls: type[Any]) -> pydantic.TypeAdapter[Any]:
     return adapter
 
 
-def decode_event(message: bytes | str | dict[str, Any]) -> Event:
-    """Parse and validate one wire message.
-
-    Raises:
-        WireError: malformed JSON, oversized, unknown version or type, or wrong fields.
-    """
+def _decode(message: bytes | str | dict[str, Any], types: dict[str, type[Any]], limit: int, what: str) -> Any:
     if isinstance(message, (bytes, str)):
-        if len(message) > MAX_MESSAGE_BYTES:
-            raise WireError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        if len(message) > limit:
+            raise WireError(f"message of {len(message)} bytes exceeds {limit}", "oversized")
         try:
             message = json.loads(message)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise WireError(f"not JSON: {exc}") from None
+            raise WireError(f"not JSON: {exc}", "malformed") from None
     if not isinstance(message, dict):
-        raise WireError("a message must be a JSON object")
+        raise WireError("a message must be a JSON object", "malformed")
     version = message.get("v")
     if version != SCHEMA_VERSION:
-        raise WireError(f"unsupported schema version {version!r} (this side speaks {SCHEMA_VERSION})")
+        raise WireError(f"unsupported schema version {version!r} (this side speaks {SCHEMA_VERSION})", "version")
     kind = message.get("type")
-    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    cls = types.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise WireError(f"unknown message type {kind!r}")
+        raise WireError(f"unknown {what} type {kind!r}", "unknown_type")
     data = message.get("data")
     if not isinstance(data, dict):
         raise WireError(f"{kind}: 'data' must be an object")
@@ -134,3 +158,35 @@ def decode_event(message: bytes | str | dict[str, Any]) -> Event:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(message)"
         raise WireError(f"{kind}: field {where}: {first['msg']}") from None
+
+
+def decode_event(message: bytes | str | dict[str, Any]) -> Event:
+    """Parse and validate one wire message carrying an event.
+
+    Raises:
+        WireError: malformed JSON, oversized, unknown version or type, or wrong fields.
+    """
+    event: Event = _decode(message, EVENT_TYPES, MAX_MESSAGE_BYTES, "message")
+    return event
+
+
+def decode_command(message: bytes | str | dict[str, Any]) -> Command:
+    """Parse and validate one wire message carrying a viewer's command.
+
+    Raises:
+        WireError: malformed JSON, larger than :data:`MAX_COMMAND_BYTES`, unknown version
+            or command, or wrong fields.
+    """
+    command: Command = _decode(message, COMMAND_TYPES, MAX_COMMAND_BYTES, "command")
+    if not command.command_id or len(command.command_id) > 64:
+        raise WireError(f"{type(command).__name__}: field command_id: must be 1 to 64 characters")
+    return command
+
+
+def command_id_of(message: bytes | str) -> str:
+    """The ``command_id`` of a rejected command if it can be read, so the ack finds its sender."""
+    try:
+        data = json.loads(message)["data"]["command_id"]
+    except (ValueError, UnicodeDecodeError, TypeError, KeyError):
+        return ""
+    return data if isinstance(data, str) and len(data) <= 64 else ""

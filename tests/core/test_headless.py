@@ -22,13 +22,14 @@ pytestmark = pytest.mark.timeout(180)
 FAST_DEMO = ["--latency", "20ms", "--mean-duration", "1.5", "--poll-interval", "0.5"]
 
 
-def run_cli(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: float = 150, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ganga_tui", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 
@@ -69,11 +70,12 @@ def test_json_lines_are_valid_wire_events_and_end_with_the_summary(tmp_path: Pat
         (["--demo", "--backends", "local,lsf"], "unknown backend lsf"),
         (["--demo", "--latency", "fast"], "expected a duration"),
         (["--json"], "go with --headless"),
-        ([], "nothing to watch"),
+        ([], "no running session found"),
     ],
 )
-def test_bad_flags_get_a_clear_message_and_exit_2(flags: list[str], message: str) -> None:
-    result = run_cli(*flags, timeout=30)
+def test_bad_flags_get_a_clear_message_and_exit_2(flags: list[str], message: str, tmp_path: Path) -> None:
+    # An empty runtime directory: no session to attach to, whatever else runs on this machine.
+    result = run_cli(*flags, timeout=30, env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert message in result.stderr
 

@@ -1,0 +1,299 @@
+"""What ``ganga-monitor-tui`` watches when it is not running its own demo session.
+
+``--attach PATH`` (or nothing: the sessions found in the runtime directory), ``--mqtt URL``
+with ``--session NAME|all``, or ``--replay FILE``; each gives an
+:class:`~monitor_core.EventSource`, optionally recorded with ``--record FILE``, shown in the
+TUI or, with ``--headless``, as progress lines or JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from monitor_core import ConnectionChanged, EventSource, JobStatus, SessionEnded
+from monitor_core.transports import SCHEMA_VERSION, encode_event
+from monitor_core.transports.mqtt import add_mqtt_arguments, mqtt_options_from_args
+from monitor_core.transports.mqtt_source import ALL_SESSIONS, MqttSource
+from monitor_core.transports.recording import RecordingSource, ReplaySource
+from monitor_core.transports.socket_source import SocketSource
+from monitor_core.transports.unix_socket import DiscoveredSession, discover_sessions, runtime_dir
+
+from .headless import _install_stop_handlers, _plain_line, _Writer
+from .tally import Tally
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+__all__ = [
+    "REPLAY_CONTROLS",
+    "NoSession",
+    "add_attach_arguments",
+    "bind_replay_keys",
+    "build_source",
+    "control_replay",
+    "run_attached",
+    "run_attached_headless",
+]
+
+_PLAIN_EVERY = 2.0
+
+
+class NoSession(Exception):
+    """Nothing to attach to; the text says what was looked for."""
+
+
+def add_attach_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose a running session, a broker or a recording."""
+    group = parser.add_argument_group("attach to a running session (default: the ones found on this machine)")
+    group.add_argument("--attach", type=Path, default=None, metavar="PATH", help="a session's Unix socket")
+    add_mqtt_arguments(group, session_side=False)
+    group.add_argument(
+        "--session", default=ALL_SESSIONS, metavar="NAME", help="with --mqtt: one session's name, or 'all' (default)"
+    )
+    group.add_argument("--read-only", action="store_true", help="send no commands (a shared screen)")
+    group.add_argument("--record", type=Path, default=None, metavar="FILE", help="record what is watched (.jsonl.gz)")
+    group.add_argument("--replay", type=Path, default=None, metavar="FILE", help="play a recording back")
+    group.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --replay: 1 = recorded pace, 10 = faster, 0 = at once",
+    )
+    group.add_argument("--step", action="store_true", help="with --replay: start paused, step with '.'")
+
+
+REPLAY_CONTROLS: dict[str, tuple[str, str]] = {
+    "step": ("full_stop", "step one event (pauses)"),
+    "pause": ("comma", "pause or resume the replay"),
+    "faster": ("greater_than_sign", "replay twice as fast"),
+    "slower": ("less_than_sign", "replay half as fast"),
+    "forward": ("right_square_bracket", "jump 10 recorded seconds ahead"),
+    "back": ("left_square_bracket", "jump 10 recorded seconds back"),
+}
+"""Replay controls: the name an app action passes to :func:`control_replay`, its key, what it does."""
+
+_SEEK_STEP = 10.0
+
+
+def _unwrap(source: EventSource | None) -> ReplaySource | None:
+    while isinstance(source, RecordingSource):
+        source = source.inner
+    return source if isinstance(source, ReplaySource) else None
+
+
+def bind_replay_keys(app: App[Any], source: EventSource | None) -> None:
+    """Give an app the replay keys of :data:`REPLAY_CONTROLS` when it watches a replay.
+
+    The app needs an ``action_replay(control)`` that calls :func:`control_replay`.
+    """
+    if _unwrap(source) is None:
+        return
+    for name, (key, description) in REPLAY_CONTROLS.items():
+        app.bind(key, f"replay('{name}')", description=description, show=False)
+
+
+def control_replay(source: EventSource | None, control: str) -> str:
+    """Apply a replay control (a key of :data:`REPLAY_CONTROLS`) and say what it did.
+
+    Raises:
+        ValueError: an unknown control.
+    """
+    replay = _unwrap(source)
+    if replay is None:
+        return "replay controls work with --replay"
+    if control == "step":
+        replay.pause()
+        replay.step()
+    elif control == "pause":
+        if replay.paused:
+            replay.resume()
+        else:
+            replay.pause()
+    elif control == "faster":
+        replay.set_speed(min((replay.speed or 1.0) * 2, 1024.0))
+    elif control == "slower":
+        replay.set_speed(max((replay.speed or 1.0) / 2, 1 / 64))
+    elif control in ("forward", "back"):
+        replay.seek_relative(_SEEK_STEP if control == "forward" else -_SEEK_STEP)
+    else:
+        raise ValueError(f"unknown replay control {control!r}")
+    offset = replay.position - replay.recording.start
+    length = replay.recording.end - replay.recording.start
+    state = "paused" if replay.paused else f"{replay.speed:g}x"
+    damage = f"; {replay.damage}" if replay.damage else ""
+    return f"replay {state} at {offset:.1f}s of {length:.1f}s{damage}"
+
+
+def _one_of(found: list[DiscoveredSession]) -> Path:
+    if not found:
+        raise NoSession(
+            f"no running session found in {runtime_dir(create=False)}; start one with "
+            "'ganga-monitor-sim --serve', or pass --attach PATH, --mqtt URL, --replay FILE or --demo"
+        )
+    if len(found) > 1:
+        listing = "\n".join(f"  {item.path}  ({item.session}, pid {item.pid})" for item in found)
+        raise NoSession(f"several sessions are running; pick one with --attach:\n{listing}")
+    return found[0].path
+
+
+def build_source(args: argparse.Namespace, *, headless: bool, chosen: Path | None = None) -> EventSource:
+    """The source the options name.
+
+    Args:
+        args: parsed options.
+        headless: the stream ends with the session (a TUI keeps following restarts).
+        chosen: a socket picked interactively among several.
+
+    Raises:
+        NoSession: nothing to attach to, or several sessions and no way to choose.
+        ValueError: contradictory or malformed options.
+    """
+    targets = [name for name in ("attach", "mqtt", "replay") if getattr(args, name)]
+    if len(targets) > 1:
+        raise ValueError(f"choose one of --{', --'.join(targets)}")
+    if args.replay is not None and args.record is not None:
+        raise ValueError("--record does not go with --replay")
+    source: EventSource
+    if args.replay is not None:
+        if args.speed < 0:
+            raise ValueError("--speed cannot be negative")
+        source = ReplaySource(args.replay, speed=args.speed, paused=args.step, hold_at_end=not headless)
+    elif args.mqtt:
+        options = mqtt_options_from_args(args)
+        assert options is not None
+        source = MqttSource(options, args.session, read_only=args.read_only, follow=not headless)
+    else:
+        path = args.attach or chosen or _one_of(discover_sessions())
+        source = SocketSource(path, read_only=args.read_only, follow=not headless)
+    if args.record is not None:
+        source = RecordingSource(source, args.record)
+    return source
+
+
+def _connection_line(change: ConnectionChanged) -> str:
+    return f"{'connected' if change.connected else 'disconnected'}: {change.reason}"
+
+
+async def run_attached_headless(
+    source: EventSource, *, json_lines: bool, until_done: bool, stream: IO[str] | None = None
+) -> int:
+    """Report a remote (or replayed) session without the TUI.
+
+    Returns:
+        0 when every job is final (with ``until_done``) or the session ended; 1 when it
+        ended with jobs not final or in status unknown; 130 when interrupted.
+    """
+    writer = _Writer(stream or sys.stdout)
+    stop = asyncio.Event()
+    remove_handlers = _install_stop_handlers(stop)
+    tally = Tally()
+    started = time.monotonic()
+    seen_snapshot = False
+
+    async def follow() -> None:
+        nonlocal seen_snapshot
+        last_plain = 0.0
+        async for item in source.events():
+            lines = []
+            if isinstance(item, ConnectionChanged):
+                if json_lines:
+                    data = {"at": item.at, "connected": item.connected, "reason": item.reason}
+                    lines.append(json.dumps({"v": SCHEMA_VERSION, "type": "ConnectionChanged", "data": data}))
+                else:
+                    lines.append(_connection_line(item))
+            else:
+                tally.apply(item)
+                seen_snapshot = True
+                if json_lines:
+                    lines.append(encode_event(item).decode())
+                elif time.monotonic() - last_plain >= _PLAIN_EVERY or isinstance(item, SessionEnded):
+                    last_plain = time.monotonic()
+                    lines.append(_plain_line(tally, started))
+            if lines:
+                await writer.write("\n".join(lines) + "\n")
+            if isinstance(item, SessionEnded):
+                return
+            if until_done and seen_snapshot and tally.total and tally.final == tally.total:
+                return
+
+    follower = asyncio.create_task(follow(), name="headless-attach.follow")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait((follower, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        remove_handlers()
+        for task in (follower, stopper):
+            task.cancel()
+        results = await asyncio.gather(follower, stopper, return_exceptions=True)
+        await source.aclose()
+    error = results[0]
+    if isinstance(error, Exception):
+        logging.getLogger(__name__).error("watching failed: %r", error)
+    unknown = tally.counts[JobStatus.UNKNOWN]
+    done = tally.total > 0 and tally.final == tally.total and not unknown
+    summary = {
+        "jobs": tally.total,
+        "final": tally.final,
+        "by_status": {status.value: count for status, count in tally.counts.items() if count},
+        "ended": tally.ended,
+        "ok": done,
+    }
+    if json_lines:
+        await writer.write(json.dumps({"v": SCHEMA_VERSION, "type": "Summary", "data": summary}) + "\n")
+    else:
+        await writer.write(_plain_line(tally, started) + f"\n{'OK' if done else 'NOT DONE'}: {tally.ended or ''}\n")
+    writer.close()
+    if stop.is_set():
+        return 130
+    if until_done or tally.ended is not None:
+        return 0 if done or (not until_done and tally.total == 0) else 1
+    return 0
+
+
+def _pick(found: list[DiscoveredSession]) -> Path | None:
+    from .screens.session_picker import pick_session
+
+    return pick_session(found)
+
+
+def run_attached(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run ``ganga-monitor-tui`` on a running session, a broker or a recording."""
+    logging.basicConfig(
+        level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    chosen: Path | None = None
+    wants_discovery = not (args.attach or args.mqtt or args.replay)
+    if wants_discovery and not args.headless:
+        found = discover_sessions()
+        if len(found) > 1:
+            chosen = _pick(found)
+            if chosen is None:
+                return 0
+    try:
+        source = build_source(args, headless=args.headless, chosen=chosen)
+    except NoSession as exc:
+        print(f"ganga-monitor-tui: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    if args.headless:
+        return asyncio.run(run_attached_headless(source, json_lines=args.json, until_done=args.until_done))
+    from .app import GangaMonitorApp
+
+    async def main() -> int:
+        app = GangaMonitorApp(source)
+        try:
+            await app.run_async()
+        finally:
+            await source.aclose()
+        return app.return_code or 0
+
+    return asyncio.run(main())

@@ -1,0 +1,437 @@
+"""The embedded default transport: a session serves its bus on a Unix-domain socket.
+
+Sockets live in a per-user runtime directory (``$XDG_RUNTIME_DIR/ganga-monitor`` or
+``/tmp/ganga-monitor-<uid>``) of mode 0700, each socket of mode 0600, so only their
+owner reaches them; the server also checks each peer's uid. Every viewer gets its own
+bus subscription: a snapshot on connect, then deltas, in length-prefixed frames. A
+viewer that reads slowly only fills its own subscription, which coalesces; it never
+slows the session. Viewers send commands back on the same connection; each is
+validated and answered with a :class:`~monitor_core.CommandAcked`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from .._bus import EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
+from .._commands import Command
+from .._events import CommandAcked, Event
+from ._codec import MAX_COMMAND_BYTES, WireError, command_id_of, decode_command, encode_event
+from ._framing import FrameError, encode_frame, read_frame
+
+__all__ = [
+    "DiscoveredSession",
+    "ServerStatistics",
+    "SocketServer",
+    "discover_sessions",
+    "runtime_dir",
+    "socket_path_for",
+]
+
+log = logging.getLogger(__name__)
+
+SOCKET_SUFFIX: Final = ".sock"
+_INFO_SUFFIX: Final = ".json"
+_FLUSH_TIMEOUT: Final = 2.0
+_MAX_SOCKET_PATH: Final = 107
+"""sun_path holds 108 bytes with the terminating NUL."""
+
+Executor = Callable[[Command], CommandAcked]
+
+
+class RuntimeDirError(OSError):
+    """The runtime directory is not private to this user, so it is not used."""
+
+
+def runtime_dir(create: bool = True) -> Path:
+    """This user's directory of session sockets, made private (0700) if it is new.
+
+    Args:
+        create: make the directory when it does not exist.
+
+    Raises:
+        RuntimeDirError: it exists but belongs to someone else or others can enter it.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(xdg) / "ganga-monitor" if xdg and Path(xdg).is_dir() else Path(f"/tmp/ganga-monitor-{os.getuid()}")
+    if create:
+        with contextlib.suppress(FileExistsError):
+            base.mkdir(mode=0o700)
+    if base.exists():
+        info = base.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise RuntimeDirError(f"{base} is not a directory owned by uid {os.getuid()}; refusing to use it")
+        if info.st_mode & 0o077:
+            # Ours but too open (an old umask): tighten rather than serve through it.
+            base.chmod(0o700)
+    return base
+
+
+def socket_path_for(session: str, directory: Path | None = None) -> Path:
+    """Where a session's socket goes, from its name (made filename-safe)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", session).strip(".") or "session"
+    directory = directory or runtime_dir()
+    room = _MAX_SOCKET_PATH - len(str(directory)) - 1 - len(SOCKET_SUFFIX)
+    return directory / (name[: max(room, 8)] + SOCKET_SUFFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredSession:
+    """A running session found in the runtime directory."""
+
+    path: Path
+    session: str
+    pid: int | None = None
+    started_at: float | None = None
+    description: str = ""
+
+
+def _probe(path: Path, timeout: float = 1.0) -> bool:
+    """Whether something accepts connections on the socket; ``False`` means it is stale."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        # Busy or unreachable for another reason: not provably dead, so leave it be.
+        log.debug("probing %s: %s", path, exc)
+        return True
+    finally:
+        probe.close()
+    return True
+
+
+def _read_info(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.with_suffix(_INFO_SUFFIX).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def discover_sessions(directory: Path | None = None, *, clean_stale: bool = True) -> list[DiscoveredSession]:
+    """The sessions serving in the runtime directory, newest first.
+
+    Args:
+        directory: where to look (default: :func:`runtime_dir`).
+        clean_stale: remove sockets nobody listens on (their session died without closing).
+
+    Returns:
+        One entry per live socket.
+    """
+    directory = directory or runtime_dir(create=False)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in sorted(directory.glob("*" + SOCKET_SUFFIX)):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            continue
+        if not _probe(path):
+            if clean_stale:
+                log.info("removing stale socket %s", path)
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_suffix(_INFO_SUFFIX).unlink()
+            continue
+        info = _read_info(path)
+        pid, started, description = info.get("pid"), info.get("started_at"), info.get("description")
+        session = info.get("session")
+        found.append(
+            DiscoveredSession(
+                path=path,
+                session=session if isinstance(session, str) else path.stem,
+                pid=pid if isinstance(pid, int) else None,
+                started_at=float(started) if isinstance(started, (int, float)) else None,
+                description=description if isinstance(description, str) else "",
+            )
+        )
+    found.sort(key=lambda item: item.started_at or 0.0, reverse=True)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """One connected viewer: its peer and how its subscription copes."""
+
+    name: str
+    pid: int | None
+    subscription: SubscriptionStatistics
+    frames_sent: int
+    commands: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatistics:
+    """What a server has seen since it started."""
+
+    clients: tuple[ClientStatistics, ...]
+    connections_total: int
+    refused_peers: int
+    commands_ok: int
+    commands_refused: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    """Messages rejected, by kind: malformed, oversized, truncated, version, unknown_type, invalid."""
+
+    @property
+    def rejected_total(self) -> int:
+        """Every rejected message."""
+        return sum(self.rejected.values())
+
+
+def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int] | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+class _Client:
+    """One viewer connection: a writer task on its own subscription, a reader of its commands."""
+
+    def __init__(
+        self,
+        server: SocketServer,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        name: str,
+        pid: int | None,
+    ) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.name = name
+        self.pid = pid
+        self.subscription: Subscription = server.bus.subscribe(
+            name=name, max_pending=server.max_pending, hard_limit=server.hard_limit
+        )
+        self.frames_sent = 0
+        self.commands = 0
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(self.name, self.pid, self.subscription.statistics(), self.frames_sent, self.commands)
+
+    def send(self, message: bytes) -> None:
+        # One write per frame keeps frames whole however the two tasks interleave.
+        self.writer.write(encode_frame(message))
+        self.frames_sent += 1
+
+    async def pump_events(self) -> None:
+        """Copy the subscription to the socket, in batches, waiting for the socket to drain."""
+        while True:
+            try:
+                event: Event | None = await self.subscription.receive()
+            except SubscriptionClosed:
+                return
+            while event is not None:
+                self.send(encode_event(event))
+                event = self.subscription.receive_nowait()
+            await self.writer.drain()
+
+    async def read_commands(self) -> None:
+        """Validate and carry out each command; a framing error ends the connection."""
+        while True:
+            try:
+                body = await read_frame(self.reader, MAX_COMMAND_BYTES)
+            except FrameError as exc:
+                self.server._reject(self, exc.kind, str(exc))
+                self._refuse("", f"rejected: {exc}; closing the connection")
+                return
+            if body is None:
+                return
+            self.commands += 1
+            try:
+                command = decode_command(body)
+            except WireError as exc:
+                self.server._reject(self, exc.kind, str(exc))
+                self._refuse(command_id_of(body), f"rejected: {exc}")
+                continue
+            ack = self.server._execute(command)
+            self.send(encode_event(ack))
+
+    def _refuse(self, command_id: str, message: str) -> None:
+        self.send(encode_event(CommandAcked(at=time.time(), command_id=command_id, ok=False, message=message)))
+
+
+class SocketServer:
+    """Serves a bus to viewers on a Unix-domain socket, as an async context manager.
+
+    Args:
+        bus: the session's bus.
+        path: the socket's path (default: :func:`socket_path_for` the session name).
+        session: the session's name, for discovery.
+        execute: carries out a validated command; ``None`` refuses every command.
+        read_only: refuse every command (a shared screen).
+        description: one line about the session, shown by discovery.
+        max_pending: each viewer's buffer before rebuildable events are coalesced.
+        hard_limit: buffered job changes after which a viewer is dropped (it resyncs).
+
+    Raises:
+        FileExistsError: on entry, when a live session already serves on ``path``.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        *,
+        session: str,
+        path: Path | None = None,
+        execute: Executor | None = None,
+        read_only: bool = False,
+        description: str = "",
+        max_pending: int = 10_000,
+        hard_limit: int = 500_000,
+    ) -> None:
+        self.bus = bus
+        self.session = session
+        self.path = path or socket_path_for(session)
+        self.read_only = read_only or execute is None
+        self.description = description
+        self.max_pending = max_pending
+        self.hard_limit = hard_limit
+        self._execute_command = execute
+        self._server: asyncio.Server | None = None
+        self._clients: dict[_Client, asyncio.Task[None]] = {}
+        self._connections = 0
+        self._refused_peers = 0
+        self._commands_ok = 0
+        self._commands_refused = 0
+        self._rejected: Counter[str] = Counter()
+
+    @property
+    def info_path(self) -> Path:
+        """The discovery sidecar next to the socket."""
+        return self.path.with_suffix(_INFO_SUFFIX)
+
+    async def __aenter__(self) -> SocketServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Bind the socket (replacing a stale one) and accept viewers."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if _probe(self.path):
+                raise FileExistsError(errno.EADDRINUSE, "a live session already serves here", str(self.path))
+            log.info("replacing stale socket %s", self.path)
+            self.path.unlink()
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        # The directory is 0700 already; the socket's own mode is the second lock.
+        self.path.chmod(0o600)
+        info = {"session": self.session, "pid": os.getpid(), "started_at": time.time(), "description": self.description}
+        self.info_path.write_text(json.dumps(info))
+        self.info_path.chmod(0o600)
+        log.info("serving session %s on %s", self.session, self.path)
+
+    async def aclose(self) -> None:
+        """Stop accepting, let each viewer receive what it was sent, then disconnect it."""
+        if self._server is not None:
+            self._server.close()
+        for client in list(self._clients):
+            client.subscription.close(reason="server closing")
+        tasks = list(self._clients.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_FLUSH_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        for path in (self.path, self.info_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def statistics(self) -> ServerStatistics:
+        """Connected viewers and the counters of commands and rejected messages."""
+        return ServerStatistics(
+            clients=tuple(client.statistics() for client in self._clients),
+            connections_total=self._connections,
+            refused_peers=self._refused_peers,
+            commands_ok=self._commands_ok,
+            commands_refused=self._commands_refused,
+            rejected=dict(self._rejected),
+        )
+
+    def _reject(self, client: _Client, kind: str, reason: str) -> None:
+        self._rejected[kind] += 1
+        log.warning("%s: rejected a message (%s): %s", client.name, kind, reason)
+
+    def _execute(self, command: Command) -> CommandAcked:
+        if self.read_only or self._execute_command is None:
+            self._commands_refused += 1
+            return CommandAcked(
+                at=time.time(), command_id=command.command_id, ok=False, message="this session is read-only"
+            )
+        ack = self._execute_command(command)
+        if ack.ok:
+            self._commands_ok += 1
+        else:
+            self._commands_refused += 1
+        return ack
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections += 1
+        credentials = _peer_credentials(writer)
+        pid = credentials[0] if credentials else None
+        if credentials is not None and credentials[1] not in (os.getuid(), 0):
+            self._refused_peers += 1
+            log.warning("refused a viewer of uid %d (pid %d): not this session's owner", credentials[1], pid)
+            writer.close()
+            return
+        client = _Client(self, reader, writer, f"socket-viewer-{self._connections}(pid {pid})", pid)
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[client] = task
+        log.info("%s attached", client.name)
+        pump = asyncio.create_task(client.pump_events(), name=f"socket[{client.name}].events")
+        commands = asyncio.create_task(client.read_commands(), name=f"socket[{client.name}].commands")
+        try:
+            await asyncio.wait((pump, commands), return_when=asyncio.FIRST_COMPLETED)
+            if commands.done() and not pump.done():
+                # The viewer hung up or broke framing: stop sending to it.
+                client.subscription.close(reason="viewer left")
+            await asyncio.wait((pump,), timeout=_FLUSH_TIMEOUT)
+        except (ConnectionError, OSError) as exc:
+            log.info("%s: connection error: %s", client.name, exc)
+        finally:
+            for task_ in (pump, commands):
+                task_.cancel()
+            await asyncio.gather(pump, commands, return_exceptions=True)
+            client.subscription.close(reason="viewer left")
+            del self._clients[client]
+            writer.close()
+            try:
+                async with asyncio.timeout(_FLUSH_TIMEOUT):
+                    await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+            except TimeoutError:
+                # A viewer that stopped reading must not hold the session's shutdown.
+                writer.transport.abort()
+            log.info("%s detached", client.name)

@@ -1,0 +1,190 @@
+"""`ganga-monitor-tui --headless` attached to real sessions: socket, discovery, MQTT and replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor_core.transports import StateFold, decode_event
+
+from .conftest import Broker, sim_command
+from .helpers import read_summary, spawn, wait_process
+
+
+def _tui(*args: str, env: dict[str, str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "ganga_tui", *args]
+
+
+async def _run_tui(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, _tui(*args), capture_output=True, text=True, timeout=90, env=env, check=False
+    )
+
+
+def _fold_json_lines(stdout: str) -> tuple[StateFold, dict[str, Any]]:
+    fold = StateFold()
+    summary: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        document = json.loads(line)
+        if document["type"] == "Summary":
+            summary = document["data"]
+        elif document["type"] != "ConnectionChanged":
+            fold.apply(decode_event(line))
+    return fold, summary
+
+
+async def test_headless_attach_over_the_socket_until_done(run_dir: Path) -> None:
+    sock, summary = run_dir / "s.sock", run_dir / "summary.json"
+    process = spawn(
+        sim_command(
+            "--jobs", "8", "--socket", str(sock), "--state-dir", str(run_dir / "state"),
+            "--exit-when-done", "--linger", "2", "--summary", str(summary), "--record", str(run_dir / "rec.jsonl.gz"),
+        )
+    )  # fmt: skip
+    try:
+        result = await _run_tui("--headless", "--attach", str(sock), "--json", "--until-done")
+        assert await wait_process(process) == 0
+    finally:
+        process.kill()
+    assert result.returncode == 0, result.stderr
+    fold, totals = _fold_json_lines(result.stdout)
+    live = read_summary(summary)["final_states"]
+    assert fold.final_states() == live
+    assert totals["ok"] is True
+    assert totals["jobs"] == 8
+
+    replayed = await _run_tui("--headless", "--replay", str(run_dir / "rec.jsonl.gz"), "--speed", "0", "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    assert _fold_json_lines(replayed.stdout)[0].final_states() == live
+
+
+async def test_no_target_discovers_the_one_running_session(run_dir: Path) -> None:
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(run_dir)}
+    nothing = await _run_tui("--headless", env=env)
+    assert nothing.returncode == 2
+    assert "no running session found" in nothing.stderr
+
+    process = spawn(
+        sim_command("--jobs", "4", "--serve", "--name", "found-me", "--state-dir", str(run_dir / "state")), env=env
+    )
+    try:
+        await asyncio.to_thread(_wait_for_socket, run_dir / "ganga-monitor" / "found-me.sock")
+        result = await _run_tui("--headless", "--until-done", env=env)
+    finally:
+        process.terminate()
+        await wait_process(process)
+    assert result.returncode == 0, result.stderr
+    assert "4/4 final" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("OK")
+    # A session that exits cleanly removes its socket; the directory stays private.
+    assert not (run_dir / "ganga-monitor" / "found-me.sock").exists()
+    assert (run_dir / "ganga-monitor").stat().st_mode & 0o777 == 0o700
+
+
+def _wait_for_socket(path: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+@pytest.mark.mosquitto
+async def test_headless_attach_through_mqtt(broker: Broker, run_dir: Path) -> None:
+    summary = run_dir / "summary.json"
+    process = spawn(
+        sim_command(
+            "--jobs", "5", "--name", "remote", "--state-dir", str(run_dir / "remote"), "--mqtt", broker.url,
+            "--exit-when-done", "--linger", "1", "--summary", str(summary),
+        )
+    )  # fmt: skip
+    try:
+        result = await _run_tui("--headless", "--mqtt", broker.url, "--session", "remote", "--json", "--until-done")
+        assert await wait_process(process) == 0
+    finally:
+        process.kill()
+    assert result.returncode == 0, result.stderr
+    fold, totals = _fold_json_lines(result.stdout)
+    assert fold.final_states() == read_summary(summary)["final_states"]
+    assert totals["ok"] is True
+
+
+async def test_contradictory_targets_are_a_usage_error() -> None:
+    result = await _run_tui("--attach", "/nonexistent.sock", "--replay", "x.jsonl.gz")
+    assert result.returncode == 2
+    assert "choose one of --attach, --replay" in result.stderr
+
+
+async def test_the_tui_attaches_over_the_socket_and_drives_a_replay_with_keys(run_dir: Path) -> None:
+    from ganga_tui.app import GangaMonitorApp
+    from monitor_core.transports.recording import ReplaySource
+    from monitor_core.transports.socket_source import SocketSource
+
+    sock, recording = run_dir / "s.sock", run_dir / "rec.jsonl.gz"
+    process = spawn(
+        sim_command(
+            "--jobs", "6", "--socket", str(sock), "--state-dir", str(run_dir / "state"), "--record", str(recording),
+            "--exit-when-done", "--linger", "1.5", "--summary", str(run_dir / "summary.json"),
+        )
+    )  # fmt: skip
+    try:
+        app = GangaMonitorApp(SocketSource(sock, follow=False))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await _until(pilot, lambda: app.ended is not None)
+            live = read_summary(run_dir / "summary.json")["final_states"]
+            assert {job_id: row.status.value for job_id, row in app.store.rows.items()} == live
+        assert await wait_process(process) == 0
+    finally:
+        process.kill()
+
+    replay = ReplaySource(recording, paused=True, hold_at_end=True)
+    app = GangaMonitorApp(replay)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("full_stop")
+        await _until(pilot, lambda: len(app.store.rows) == 6)  # the first event, the snapshot
+        assert replay.paused
+        first = replay.position
+        await pilot.press("greater_than_sign", "comma")
+        assert replay.speed == 2.0
+        assert not replay.paused
+        await pilot.press("right_square_bracket")
+        await _until(pilot, lambda: replay.position >= min(first + 10.0, replay.recording.end))
+        await pilot.press("less_than_sign", "less_than_sign")
+        assert replay.speed == 0.5
+        await pilot.press("left_square_bracket")
+        await _until(pilot, lambda: replay.position < replay.recording.end)
+
+
+async def _until(pilot: Any, condition: Any) -> None:
+    async with asyncio.timeout(60):
+        while not condition():
+            await pilot.pause(0.02)
+
+
+async def test_the_picker_returns_the_chosen_session(run_dir: Path) -> None:
+    from ganga_tui.screens.session_picker import _PickerApp
+    from monitor_core.transports.unix_socket import DiscoveredSession
+
+    sessions = [
+        DiscoveredSession(run_dir / "a.sock", "alpha", pid=11, started_at=1.0e9, description="200 jobs"),
+        DiscoveredSession(run_dir / "b.sock", "beta", pid=12),
+    ]
+    app = _PickerApp(sessions)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await pilot.pause()
+        await pilot.press("down", "enter")
+    assert app.return_value == run_dir / "b.sock"
+    app = _PickerApp(sessions)
+    async with app.run_test(size=(100, 20)) as pilot:
+        await pilot.pause()
+        await pilot.press("escape")
+    assert app.return_value is None
