@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _URGENT: Final = 0
 _NORMAL: Final = 10
+_PLAN_PER_ROUND: Final = 2000
+"""Due jobs batched per planner round before it yields to the loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +275,15 @@ class Lane:
                 self._due_at.pop(job_id, None)
             self._enqueue(Operation(OpKind.POLL, self.name, batch, priority=_URGENT, oldest_due=now))
 
-    def _plan_due(self, now: float) -> None:
+    def _plan_due(self, now: float) -> bool:
+        """Batch the due jobs; return True when some are left for another round."""
         first = self._peek_due()
         if first is None or first > now:
-            return
+            return False
         horizon = now + min(self._config.batch_window, self.base_interval / 4)
         batch: list[str] = []
         oldest = first
+        planned = 0
         while (due := self._peek_due()) is not None and due <= horizon:
             _, _, job_id = heapq.heappop(self._due)
             del self._due_at[job_id]
@@ -288,9 +292,13 @@ class Lane:
             batch.append(job_id)
             if len(batch) == self.caps.max_batch:
                 self._enqueue(Operation(OpKind.POLL, self.name, tuple(batch), oldest_due=oldest))
+                planned += len(batch)
                 batch = []
+                if planned >= _PLAN_PER_ROUND:
+                    return True
         if batch:
             self._enqueue(Operation(OpKind.POLL, self.name, tuple(batch), oldest_due=oldest))
+        return False
 
     async def run_planner(self) -> None:
         """Turn due jobs into poll operations, forever."""
@@ -299,8 +307,10 @@ class Lane:
             now = time.monotonic()
             if self._urgent:
                 self._plan_urgent(now)
-            if not self.paused and not self._draining:
-                self._plan_due(now)
+            if not self.paused and not self._draining and self._plan_due(now):
+                # A large backlog is planned in rounds, letting other tasks run in between.
+                await asyncio.sleep(0)
+                continue
             due = self._peek_due()
             timeout = None if due is None or self.paused else max(0.0, due - time.monotonic())
             with contextlib.suppress(TimeoutError):

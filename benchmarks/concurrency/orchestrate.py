@@ -1,0 +1,97 @@
+"""Runs a workload for each model: fresh services, submitted jobs, one monitor process per model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from monitor_core.sim import DiracAsyncClient, DiracSimProcess
+
+from .lanes import Submitted
+from .workloads import Workload
+
+SUBMIT_CHUNK = 5000
+
+
+async def submit_lane(service: DiracSimProcess, submitted: Submitted, durations: list[float]) -> None:
+    """Submit a lane's jobs in chunks, noting when each chunk was accepted."""
+    client = DiracAsyncClient(port=service.port)
+    first_id = None
+    for start in range(0, len(durations), SUBMIT_CHUNK):
+        chunk = durations[start : start + SUBMIT_CHUNK]
+        specs = [
+            {
+                "name": f"{submitted.lane.name}.{start + k}",
+                "duration": d,
+                "outcome": "failed" if (start + k) % 10 == 0 else "done",
+            }
+            for k, d in enumerate(chunk)
+        ]
+        answer = await client.submitJobs(specs)
+        accepted = time.time()
+        ids = answer["Value"]
+        if first_id is None:
+            first_id = ids[0]
+        if ids != list(range(first_id + start, first_id + start + len(chunk))):
+            raise RuntimeError(f"{submitted.lane.name}: the service handed out ids out of order")
+        submitted.submitted_at.append((start, accepted))
+    submitted.first_id = first_id or 0
+
+
+async def run_one(workload: Workload, model: str, seed: int = 1) -> dict[str, Any]:
+    """Start the workload's services, submit its jobs, and run ``model`` against them in a child process."""
+    services = [DiracSimProcess(lane.sim_config(seed + i)) for i, lane in enumerate(workload.lanes)]
+    for service in services:
+        await service.start()
+    try:
+        lanes = []
+        for service, lane, count in zip(services, workload.lanes, workload.per_lane(), strict=True):
+            submitted = Submitted(lane=lane, port=service.port, first_id=0, count=count)
+            await submit_lane(service, submitted, workload.lifetimes.durations(lane.name, count))
+            lanes.append(submitted)
+        spec = {
+            "model": model,
+            "workload": workload.name,
+            "lanes": [s.to_dict() for s in lanes],
+            "lifetimes": {
+                "finishing_share": workload.lifetimes.finishing_share,
+                "first_end": workload.lifetimes.first_end,
+                "last_end": workload.lifetimes.last_end,
+                "seed": workload.lifetimes.seed,
+            },
+            "window": workload.window,
+            "warmup": workload.warmup,
+            "tail": workload.tail,
+            "until_swept": workload.until_swept,
+            "fault": workload.fault,
+        }
+        with tempfile.TemporaryDirectory(prefix="bench-run-") as scratch:
+            spec_path, result_path = Path(scratch) / "spec.json", Path(scratch) / "result.json"
+            spec_path.write_text(json.dumps(spec))
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "benchmarks.concurrency.child", str(spec_path), str(result_path)
+            )
+            try:
+                code = await asyncio.wait_for(process.wait(), timeout=workload.window + 120)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                raise RuntimeError(f"{model} on {workload.name} did not finish") from None
+            if code != 0 or not result_path.exists():
+                raise RuntimeError(f"{model} on {workload.name} failed with exit status {code}")
+            result: dict[str, Any] = json.loads(result_path.read_text())
+        return result
+    finally:
+        for service in services:
+            await service.stop()
+
+
+def run_subprocess_check() -> None:
+    """Fail early with a clear message when the package cannot be imported by a child."""
+    subprocess.run([sys.executable, "-c", "import benchmarks.concurrency.child"], check=True)

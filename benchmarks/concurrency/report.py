@@ -1,0 +1,243 @@
+"""Tables, targets and plots from the runs' results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .workloads import OURS
+
+Result = dict[str, Any]
+
+
+def _s(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _lag(detection: dict[str, Any], key: str) -> str:
+    value = detection.get(key)
+    if value is None:
+        return "-"
+    return f"{'>=' if detection.get('undetected') else ''}{value:.2f}"
+
+
+def table(results: Sequence[Result]) -> str:
+    """A markdown table, one row per (workload, model)."""
+    header = (
+        "| workload | model | jobs | sweep s | bound s | sweep/bound | lag p50 s | lag p99 s | undetected "
+        "| loop p99 ms all/steady | CPU s | peak RSS MiB | B/job |"
+    )
+    lines = [header, "|" + "|".join(["---"] * 13) + "|"]
+    for r in results:
+        d = r["detection"]
+        sweep = r["sweep_s"]
+        ratio = None if sweep is None or not r["sweep_bound_s"] else sweep / r["sweep_bound_s"]
+        sweep_text = _s(sweep) if sweep is not None else f">{r['window']:.0f} ({r['swept']}/{r['jobs']})"
+        per_job = r["bytes_per_job"]
+        lines.append(
+            f"| {r['workload']} | {r['model']} | {r['jobs']:,} | {sweep_text} | {_s(r['sweep_bound_s'])} "
+            f"| {_s(ratio)} | {_lag(d, 'p50')} | {_lag(d, 'p99')} | {d['undetected']}/{d['jobs']} "
+            f"| {_s(r['loop_lag_p99_ms'], 1)} / {_s(r.get('loop_lag_steady_p99_ms'), 1)} "
+            f"| {_s(r['cpu_s'], 1)} | {r['peak_rss'] / 2**20:.0f} "
+            f"| {'-' if per_job is None or r['jobs'] < 1000 else f'{per_job:.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def fault_table(results: Sequence[Result]) -> str:
+    """Healthy lanes' detection lag p99 with and without the fault."""
+    by_key = {(r["workload"], r["model"]): r for r in results}
+    lines = [
+        "| fault | model | healthy lane | p99 without s | p99 with s | change | faulty lane p99 s | loop p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if not r.get("fault"):
+            continue
+        base = by_key.get((r["baseline"], r["model"]))
+        faulty = r["fault"]["lane"]
+        for lane, stats in r["detection"]["by_lane"].items():
+            if lane == faulty:
+                continue
+            before = None if base is None else base["detection"]["by_lane"][lane]["p99"]
+            after = stats["p99"]
+            change = None if before in (None, 0) or after is None else after / before - 1
+            lines.append(
+                f"| {r['workload']} | {r['model']} | {lane} | {_s(before)} | {_s(after)} "
+                f"| {'-' if change is None else f'{change:+.0%}'} | {_s(r['detection']['by_lane'][faulty]['p99'])} "
+                f"| {_s(r['loop_lag_p99_ms'], 1)} |"
+            )
+    return "\n".join(lines)
+
+
+def _find(results: Sequence[Result], workload: str, model: str) -> Result | None:
+    return next((r for r in results if r["workload"] == workload and r["model"] == model), None)
+
+
+def targets(results: Sequence[Result]) -> list[tuple[str, bool | None, str]]:
+    """Each target: (description, met? — None when not measured, detail)."""
+    out: list[tuple[str, bool | None, str]] = []
+    legacy = _find(results, "headline", "legacy")
+    if legacy is not None and legacy["sweep_s"] is not None:
+        met = 12.0 <= legacy["sweep_s"] <= 20.0
+        out.append(("headline: legacy refreshes 25 jobs in about 16 s", met, f"{legacy['sweep_s']:.2f} s"))
+    for model in OURS:
+        r = _find(results, "headline", model)
+        if r is None:
+            continue
+        limit = 1.1 * r["call_latency_s"]
+        met = r["sweep_s"] is not None and r["sweep_s"] <= limit
+        ratio = (
+            ""
+            if legacy is None or not r["sweep_s"]
+            else f", {legacy['sweep_s'] / r['sweep_s']:.0f}x faster than legacy"
+        )
+        out.append((f"headline: {model} <= 1.1 x one call ({limit:.2f} s)", met, f"{_s(r['sweep_s'])} s{ratio}"))
+    for model in OURS:
+        r = _find(results, "scale-100000", model)
+        if r is None:
+            out.append((f"100k: {model}", None, "not measured (run without --quick)"))
+            continue
+        sweep = r["sweep_s"]
+        out.append(
+            (
+                f"100k: {model} sweep <= 1.1 x bound ({1.1 * r['sweep_bound_s']:.2f} s)",
+                sweep is not None and sweep <= 1.1 * r["sweep_bound_s"],
+                f"{_s(sweep)} s",
+            )
+        )
+        limit = r["poll_interval_s"] + r["call_latency_s"]
+        p99 = r["detection"]["p99"]
+        out.append(
+            (
+                f"100k: {model} detection lag p99 <= interval + call ({limit:.2f} s)",
+                p99 is not None and p99 <= limit and not r["detection"]["undetected"],
+                f"{_s(p99)} s",
+            )
+        )
+        steady = r.get("loop_lag_steady_p99_ms")
+        out.append(
+            (
+                f"100k: {model} loop lag p99 < 10 ms (after warm-up; whole run incl. first sweep in brackets)",
+                steady is not None and steady < 10,
+                f"{_s(steady, 1)} ms ({_s(r['loop_lag_p99_ms'], 1)} ms)",
+            )
+        )
+        out.append(
+            (f"100k: {model} < 1 KiB RSS per job", (r["bytes_per_job"] or 0) < 1024, f"{_s(r['bytes_per_job'], 0)} B")
+        )
+    old = [r for m in ("legacy", "ganga-async") if (r := _find(results, "scale-10000", m)) is not None]
+    ours = [r for m in OURS if (r := _find(results, "scale-10000", m)) is not None]
+    if old and ours:
+        better_old = min(old, key=lambda r: r["detection"]["p99"] or float("inf"))
+        best = min(ours, key=lambda r: r["detection"]["p99"] or float("inf"))
+        ratio = (better_old["detection"]["p99"] or 0) / (best["detection"]["p99"] or float("inf"))
+        out.append(
+            (
+                f"10k: best ({best['model']}) lag p99 >= 10x lower than {better_old['model']}",
+                ratio >= 10,
+                f"{_s(best['detection']['p99'])} s vs {'>=' if better_old['detection']['undetected'] else ''}"
+                f"{_s(better_old['detection']['p99'])} s = {ratio:.1f}x",
+            )
+        )
+        out.append(
+            (
+                f"10k: ... at no more CPU seconds than {better_old['model']}",
+                best["cpu_s"] <= better_old["cpu_s"],
+                f"{best['cpu_s']:.1f} s vs {better_old['cpu_s']:.1f} s",
+            )
+        )
+    else:
+        out.append(("10k: lag p99 >= 10x lower at no more CPU", None, "not measured (run without --quick)"))
+    by_key = {(r["workload"], r["model"]): r for r in results}
+    for r in results:
+        if not r.get("fault") or r["model"] not in OURS:
+            continue
+        base = by_key.get((r["baseline"], r["model"]))
+        if base is None:
+            continue
+        worst = 0.0
+        for lane, stats in r["detection"]["by_lane"].items():
+            if lane == r["fault"]["lane"]:
+                continue
+            before, after = base["detection"]["by_lane"][lane]["p99"], stats["p99"]
+            if before and after is not None:
+                worst = max(worst, after / before - 1)
+        out.append(
+            (f"{r['workload']}: {r['model']} healthy lanes' p99 within 10 %", worst <= 0.10, f"worst {worst:+.0%}")
+        )
+    return out
+
+
+def targets_text(rows: Sequence[tuple[str, bool | None, str]]) -> str:
+    marks = {True: "MET", False: "NOT MET", None: "n/a"}
+    return "\n".join(f"- [{marks[met]}] {what}: {detail}" for what, met, detail in rows)
+
+
+def plots(results: Sequence[Result], directory: Path) -> list[Path]:
+    """Lag over time per model, and sweep time versus job count, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    scale = [r for r in results if r["workload"].startswith("scale-")]
+    if scale:
+        biggest = max(r["jobs"] for r in scale)
+        chosen = [r for r in scale if r["jobs"] == (10_000 if any(x["jobs"] == 10_000 for x in scale) else biggest)]
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for r in chosen:
+            series = r["detection"]["series"]
+            if not series:
+                continue
+            missed = r["detection"]["undetected"]
+            label = r["model"] if not missed else f"{r['model']} (>=: {missed} jobs not seen by the end, drawn at it)"
+            ax.plot(
+                [s[0] for s in series],
+                [s[1] for s in series],
+                label=label,
+                marker="." if not missed else "x",
+                linestyle="-" if not missed else ":",
+                linewidth=1,
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds since monitoring started (by job end time, after warm-up)")
+        ax.set_ylabel("detection lag, worst job ending in that second (s)")
+        ax.set_title(f"Detection lag over time, {chosen[0]['jobs']:,} jobs on three backends")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        path = directory / "bench-lag-over-time.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+        fig, ax = plt.subplots(figsize=(9, 5))
+        models = sorted({r["model"] for r in scale}, key=lambda m: ("legacy", "ganga-async", *OURS).index(m))
+        for model in models:
+            points = sorted(
+                (r["jobs"], r["sweep_s"] if r["sweep_s"] is not None else r["window"])
+                for r in scale
+                if r["model"] == model
+            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
+        bounds = sorted({(r["jobs"], r["sweep_bound_s"]) for r in scale})
+        ax.plot(
+            [b[0] for b in bounds], [b[1] for b in bounds], linestyle="--", color="black", label="theoretical bound"
+        )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("active jobs")
+        ax.set_ylabel("full sweep time (s); unfinished sweeps drawn at the window length")
+        ax.set_title("Time to confirm every job once")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        path = directory / "bench-sweep-vs-jobs.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
