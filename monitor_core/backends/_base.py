@@ -52,6 +52,9 @@ class Capabilities:
     """The client runs in a subprocess worker that is restarted when it dies or hangs."""
     push_updates: bool = False
     """The backend also reports changes by itself (e.g. a process exit), between polls."""
+    fetches_output: bool = True
+    """A job the backend reports finished is ``completing`` until its output is fetched. ``False``
+    when the backend's own final status means the output is already in place (a Ganga session)."""
     poll_interval: float = 10.0
     """Target seconds between two status confirmations of an active job."""
     call_timeout: float = 30.0

@@ -1,0 +1,187 @@
+"""A real Ganga 8.7.12 session per test, started headless by the test set-up.
+
+The `ganga` extra is installed when missing. Each session gets its own scratch HOME, an
+empty config file (without one Ganga stops to ask about creating ``~/.gangarc``), its own
+gangadir and a short socket path. Viewer processes attach over that socket.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor_core import Event
+from monitor_core.transports import decode_event
+
+GANGA_VERSION = "8.7.12"
+SCRIPTS = Path(__file__).parent / "scripts"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _ganga_ready() -> bool:
+    try:
+        return importlib.metadata.version("ganga") == GANGA_VERSION and shutil.which("ganga") is not None
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def ganga_installed() -> str:
+    """The ``ganga`` launcher, installing ``ganga==8.7.12`` (the package's `ganga` extra) when missing."""
+    if not _ganga_ready():
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", f"ganga=={GANGA_VERSION}"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if result.returncode != 0 or not _ganga_ready():
+            pytest.skip(f"Ganga {GANGA_VERSION} could not be installed: {(result.stderr or result.stdout)[-800:]}")
+    launcher = shutil.which("ganga")
+    assert launcher is not None
+    return launcher
+
+
+@dataclass
+class GangaRun:
+    """A finished Ganga session: its exit status, output, and what its script wrote."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    result: dict[str, Any]
+
+    def explain(self) -> str:
+        return f"exit {self.returncode}\n--- stdout ---\n{self.stdout[-6000:]}\n--- stderr ---\n{self.stderr[-4000:]}"
+
+
+@dataclass
+class Viewer:
+    """A viewer process attached over the session's socket, recording every event."""
+
+    process: subprocess.Popen[bytes]
+    out: Path
+
+    def finish(self, timeout: float = 60.0) -> list[Event | dict[str, Any]]:
+        self.process.wait(timeout=timeout)
+        errors = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+        assert self.process.returncode == 0, f"viewer exit {self.process.returncode}: {errors[-2000:]}"
+        events: list[Event | dict[str, Any]] = []
+        for line in self.out.read_bytes().splitlines():
+            data = json.loads(line)
+            events.append(data if data.get("type") == "ConnectionChanged" else decode_event(line))
+        return events
+
+
+@dataclass
+class GangaSession:
+    """Runs scripts in headless Ganga sessions inside one scratch directory."""
+
+    launcher: str
+    root: Path
+    socket: Path
+    options: list[str] = field(default_factory=list)
+    viewers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def command(self, script: str, args: Sequence[str], options: Sequence[str]) -> list[str]:
+        config = self.root / "empty.ini"
+        config.touch()
+        return [
+            self.launcher,
+            "--no-prompt",
+            f"--config={config}",
+            f"-o[Configuration]gangadir={self.root / 'gangadir'}",
+            "-o[PollThread]autostart=True",
+            *self.options,
+            *options,
+            str(SCRIPTS / script),
+            *args,
+        ]
+
+    def attach_viewer(self, sessions: int = 1, timeout: float = 180.0) -> Viewer:
+        out = self.root / f"viewer-{len(self.viewers)}.jsonl"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.ganga.viewer",
+                str(self.socket),
+                str(out),
+                "--sessions",
+                str(sessions),
+                "--timeout",
+                str(timeout),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.viewers.append(process)
+        return Viewer(process, out)
+
+    def run(
+        self, script: str, *args: str, options: Sequence[str] = (), startup: str | None = None, timeout: float = 180
+    ) -> GangaRun:
+        """Run ``script`` (from tests/ganga/scripts) in a fresh headless Ganga session and wait for its end.
+
+        ``startup`` becomes the session's ``~/.ganga.py``. The script gets the socket path and
+        a result file in ``GM_SOCKET`` and ``GM_RESULT``, and writes its findings as JSON there.
+        """
+        self.home.mkdir(exist_ok=True)
+        startup_file = self.home / ".ganga.py"
+        if startup is not None:
+            startup_file.write_text(startup)
+        elif startup_file.exists():
+            startup_file.unlink()
+        result_file = self.root / "result.json"
+        result_file.unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            "HOME": str(self.home),
+            "GM_SOCKET": str(self.socket),
+            "GM_RESULT": str(result_file),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")])),
+        }
+        completed = subprocess.run(
+            self.command(script, args, options),
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        return GangaRun(completed.returncode, completed.stdout, completed.stderr, result)
+
+
+@pytest.fixture
+def ganga_session(ganga_installed: str) -> Iterator[GangaSession]:
+    """A scratch directory for headless Ganga sessions; viewers left running are stopped after."""
+    # Short: a Unix socket path must fit in 107 bytes.
+    root = Path(tempfile.mkdtemp(prefix="gm-", dir="/tmp"))
+    session = GangaSession(ganga_installed, root, root / "s.sock")
+    try:
+        yield session
+    finally:
+        for viewer in session.viewers:
+            if viewer.poll() is None:
+                viewer.kill()
+                viewer.wait()
+        shutil.rmtree(root, ignore_errors=True)
