@@ -13,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen mode; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.json or args.until_done) and not args.headless:
-        parser.error("--json and --until-done go with --headless")
+    if (args.json or args.until_done or args.until or args.fail_on or args.timeout) and not args.headless:
+        parser.error("--json, --until-done, --until, --fail-on and --timeout go with --headless")
     if not args.demo:
         from .sources import run_attached
 
@@ -29,10 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.headless:
         from .headless import run_headless
 
-        return asyncio.run(run_headless(config, json_lines=args.json, until_done=args.until_done))
+        return asyncio.run(
+            run_headless(
+                config,
+                json_lines=args.json,
+                until_done=args.until_done,
+                until=args.until,
+                fail_on=args.fail_on,
+                time_limit=args.timeout,
+            )
+        )
     from .app import run_app
 
-    return run_app(config)
+    return run_app(config, notifications=args.notify)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from monitor_core import SessionConfig
 from monitor_core._session import KNOWN_BACKENDS
 
 from .sources import add_attach_arguments
+from .wait_contract import Condition, ConditionError
 
 __all__ = ["EXIT_CODES", "build_parser", "session_config"]
 
@@ -71,6 +72,20 @@ def _backends(text: str) -> tuple[str, ...]:
     return names
 
 
+def _until(text: str) -> Condition:
+    try:
+        return Condition.parse(text, default="all")
+    except ConditionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fail_on(text: str) -> Condition:
+    try:
+        return Condition.parse(text, default="any")
+    except ConditionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _exit_codes_help() -> str:
     return "exit status:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
 
@@ -93,6 +108,28 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--json", action="store_true", help="with --headless: print one JSON bus event per line")
     mode.add_argument(
         "--until-done", action="store_true", help="with --headless: exit once every job is final, with a summary"
+    )
+    wait = parser.add_argument_group(
+        "waiting (with --headless)",
+        "CONDITION is [all|any:]SELECTION:STATE with SELECTION all, group:NAME or backend:NAME and STATE final "
+        "or a status, e.g. all:final, group:batch003:final, backend:dirac-sim:final, any:failed.",
+    )
+    wait.add_argument(
+        "--until", type=_until, default=None, metavar="CONDITION", help="exit once it holds (--until-done = all:final)"
+    )
+    wait.add_argument(
+        "--fail-on",
+        type=_fail_on,
+        action="append",
+        default=[],
+        metavar="CONDITION",
+        help="exit with status 4 as soon as it holds (repeatable), e.g. any:failed",
+    )
+    wait.add_argument(
+        "--timeout", type=_seconds, default=None, metavar="DURATION", help="exit with status 3 after it, e.g. 2h"
+    )
+    mode.add_argument(
+        "--notify", action="store_true", help="TUI: bell and desktop notification on failures and finished groups"
     )
     demo = parser.add_argument_group("the simulated session (--demo)")
     demo.add_argument("--jobs", type=_positive_int, default=3000, metavar="N", help="jobs to submit (default 3000)")

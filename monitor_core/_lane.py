@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _URGENT: Final = 0
 _NORMAL: Final = 10
+_APPLY_SLICE: Final = 100
+"""Reports applied between two yields to the loop (about a millisecond of work)."""
 _PLAN_PER_ROUND: Final = 2000
 """Due jobs batched per planner round before it yields to the loop."""
 
@@ -457,7 +459,7 @@ class Lane:
         if outcome == "done":
             assert isinstance(result, PollResult)
             self.breaker.record_success()
-            changed = self._apply_poll(op, result)
+            changed = await self._apply_poll(op, result)
             self._finish(op, "done", changed=changed)
             self._return_to_heap(op)
             return
@@ -471,26 +473,43 @@ class Lane:
             self._finish(op, outcome, error=error)
             self._return_to_heap(op)
 
-    def _apply_poll(self, op: Operation, result: PollResult) -> int:
+    async def _apply_poll(self, op: Operation, result: PollResult) -> int:
+        """Believe what a poll answered, a slice at a time so a big answer never stalls the loop."""
+        scheduler, by_backend_id = self._scheduler, self.by_backend_id
         in_batch = set(op.job_ids)
         changed = 0
         for rejection in result.rejections:
-            job_id = self.by_backend_id.get(rejection.backend_id or "")
-            self._reject(job_id, rejection.category, rejection.reason)
-        for report in result.reports:
-            job_id = self.by_backend_id.get(report.backend_id)
-            if job_id is None or job_id not in in_batch:
-                self._reject(job_id, "garbage", f"report for {report.backend_id!r}, which was not asked for")
-                continue
-            if self._scheduler.apply_report(self._scheduler.jobs[job_id], report, "poll", op.op_id):
-                changed += 1
+            self._reject(by_backend_id.get(rejection.backend_id or ""), rejection.category, rejection.reason)
+        reports = result.reports
+        for start in range(0, len(reports), _APPLY_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            now = time.time()
+            for report in reports[start : start + _APPLY_SLICE]:
+                job_id = by_backend_id.get(report.backend_id)
+                if job_id is None or job_id not in in_batch:
+                    self._reject(job_id, "garbage", f"report for {report.backend_id!r}, which was not asked for")
+                    continue
+                if scheduler.apply_report(scheduler.jobs[job_id], report, "poll", op.op_id, now=now):
+                    changed += 1
         return changed
 
     def _return_to_heap(self, op: Operation) -> None:
-        jobs = self._scheduler.jobs
+        """Schedule the batch's still-active jobs one interval from now (the hot path of a sweep)."""
+        scheduler, active, in_ops, due_at, heap, seq = (
+            self._scheduler, self.active, self._in_ops, self._due_at, self._due, self._seq,
+        )
+        jobs, groups, interval = scheduler.jobs, scheduler.groups, scheduler.policy.interval
+        mono, wall, base = time.monotonic(), time.time(), self.base_interval
+        earliest = heap[0][0] if heap else None
         for job_id in op.job_ids:
-            if job_id in self.active and not self._in_ops.get(job_id):
-                self.reschedule(jobs[job_id])
+            if job_id in active and not in_ops.get(job_id):
+                job = jobs[job_id]
+                due = mono + interval(job, base, wall, groups.get(job.group))
+                due_at[job_id] = due
+                heapq.heappush(heap, (due, next(seq), job_id))
+        if heap and (earliest is None or heap[0][0] < earliest):
+            self._wakeup.set()
 
     def on_push(self, report: StatusReport) -> None:
         """A change the backend noticed by itself (e.g. a process exit)."""

@@ -90,7 +90,8 @@ class Scheduler:
             self.lanes[backend.name] = Lane(backend, self)
         self.counters: Counter[str] = Counter()
         self.outputs_collected: dict[str, tuple[str, ...]] = {}
-        self._groups: dict[str, GroupRuntimes] = {}
+        self.groups: dict[str, GroupRuntimes] = {}
+        """Running-time statistics per job group, for the adaptive poll policy."""
         self._final = 0
         self._all_final = asyncio.Event()
         self._all_final.set()
@@ -113,7 +114,7 @@ class Scheduler:
 
     def interval_for(self, job: Job, lane: Lane) -> float:
         """Seconds until ``job`` should be confirmed again."""
-        return self.policy.interval(job, lane.base_interval, time.time(), self._groups.get(job.group))
+        return self.policy.interval(job, lane.base_interval, time.time(), self.groups.get(job.group))
 
     def lane(self, backend: str) -> Lane:
         """The lane of a backend.
@@ -321,13 +322,22 @@ class Scheduler:
         log.warning("%s: rejected (%s) for job %s: %s", backend, category, job_id, reason)
         self.publish(UpdateRejected(at=time.time(), backend=backend, job_id=job_id, category=category, reason=reason))
 
-    def apply_report(self, job: Job, report: StatusReport, source: ChangeSource, op_id: int | None) -> bool:
+    def apply_report(
+        self, job: Job, report: StatusReport, source: ChangeSource, op_id: int | None, *, now: float | None = None
+    ) -> bool:
         """Believe a backend's report if Ganga's state machine allows it.
+
+        Args:
+            job: the job the report is about.
+            report: what the backend said.
+            source: how the report arrived.
+            op_id: the operation that brought it, if any.
+            now: wall-clock time of the report (read once per batch by callers in a hurry).
 
         Returns:
             True if the job changed status.
         """
-        now = time.time()
+        now = time.time() if now is None else now
         job.last_confirmed = now
         new = report.status
         fetches = self.lanes[job.backend].caps.fetches_output
@@ -353,7 +363,7 @@ class Scheduler:
     def _move(self, job: Job, new: JobStatus, source: ChangeSource, op_id: int | None, now: float) -> None:
         old = job.status
         if old == JobStatus.RUNNING:
-            self._groups.setdefault(job.group, GroupRuntimes()).add(now - job.status_since)
+            self.groups.setdefault(job.group, GroupRuntimes()).add(now - job.status_since)
         job.status, job.status_since = new, now
         lane = self.lanes[job.backend]
         if new.is_active and not old.is_active:

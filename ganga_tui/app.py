@@ -1,0 +1,555 @@
+"""GangaMonitorApp: the live view of a monitoring session, over any :class:`~monitor_core.EventSource`.
+
+One exclusive worker reads the source, folds each event into the :class:`JobStore` and
+posts :class:`StoreChanged`; the handler repaints what changed, once per burst. Commands
+(refresh a job, pause a backend, change an interval) go back through the same source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import ClassVar, Final
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from monitor_core import (
+    Command,
+    CommandAcked,
+    EventSource,
+    InProcessSource,
+    JobStatus,
+    MonitorSession,
+    PauseBackend,
+    RefreshJob,
+    ResumeBackend,
+    SessionConfig,
+    SetInterval,
+)
+
+from .job_store import SORT_KEYS, JobFilter, JobStore
+from .messages import CommandAnswered, SourceEnded, StoreChanged
+from .notify import Notifier
+from .palette import MonitorCommands
+from .screens.help import HelpScreen
+from .screens.job_detail import JobDetailScreen
+from .screens.prompts import IntervalPrompt
+from .screens.warnings import WarningsScreen
+from .sources import bind_replay_keys, control_replay
+from .widgets.backends_panel import BackendsPanel
+from .widgets.job_table import JobTable
+from .widgets.op_queue import OpQueue
+from .widgets.progress_panel import ProgressPanel
+
+__all__ = ["GangaMonitorApp", "run_app"]
+
+_YIELD_EVERY: Final = 256
+"""Events folded in before the bus worker lets the UI run."""
+_WARNING_BUDGET: Final = 20_000
+"""Jobs whose warnings are rechecked per tick, so 100k jobs never stall a frame."""
+_MAIN_ONLY: Final = frozenset(
+    {
+        "filter",
+        "clear_filter",
+        "refresh_job",
+        "cycle_status_filter",
+        "cycle_backend_filter",
+        "cycle_sort",
+        "reverse_sort",
+        "toggle_side",
+        "warnings",
+    }
+)
+"""Actions on the dashboard's table and panels."""
+_STATUS_CYCLE: Final = (
+    None,
+    JobStatus.RUNNING,
+    JobStatus.SUBMITTED,
+    JobStatus.COMPLETING,
+    JobStatus.COMPLETED,
+    JobStatus.FAILED,
+)
+
+
+def _replace_word(query: str, prefixes: tuple[str, ...], word: str | None) -> str:
+    """``query`` with its ``prefix:`` words swapped for ``word`` (or dropped)."""
+    kept = [w for w in query.split() if w.partition(":")[0].lower() not in prefixes or ":" not in w]
+    if word is not None:
+        kept.insert(0, word)
+    return " ".join(kept)
+
+
+class GangaMonitorApp(App[int]):
+    """Job states, per-backend lag and the monitoring queue, live.
+
+    Args:
+        source: where events come from; ``None`` with ``demo`` set.
+        demo: start this simulated session inside the app and watch it.
+        clock: wall-clock time now (frozen in tests).
+        notifications: ring the bell and raise desktop notifications from the start.
+        tick: seconds between time-driven repaints (ages, fading, warnings).
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "ganga-monitor"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012 - Textual declares it so
+    COMMANDS = App.COMMANDS | {MonitorCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("colon", "command_palette", "Commands"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("r", "refresh_job", "Refresh"),
+        Binding("p", "toggle_backend_pause", "Pause backend"),
+        Binding("i", "set_interval", "Interval", show=False),
+        Binding("space", "toggle_view_pause", "Freeze"),
+        Binding("w", "warnings", "Warnings"),
+        Binding("f", "cycle_status_filter", "Filter state", show=False),
+        Binding("b", "cycle_backend_filter", "Filter backend", show=False),
+        Binding("s", "cycle_sort", "Sort", show=False),
+        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("o", "toggle_side", "Side panel", show=False),
+        Binding("n", "toggle_notifications", "Notifications", show=False),
+    ]
+
+    view_paused: reactive[bool] = reactive(False)
+    """The screen is frozen; events still reach the store."""
+    notifications: reactive[bool] = reactive(False)
+    """Bell and desktop notification on failures and finished groups."""
+
+    def __init__(
+        self,
+        source: EventSource | None = None,
+        *,
+        demo: SessionConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        notifications: bool = False,
+        tick: float = 1.0,
+    ) -> None:
+        if (source is None) == (demo is None):
+            raise ValueError("give exactly one of source and demo")
+        super().__init__()
+        self.source = source
+        """The stream being watched (set once the demo session is up)."""
+        self.demo = demo
+        self.clock = clock
+        self.tick = tick
+        self.store = JobStore()
+        """Everything shown, folded from the source's events."""
+        self.notifier = Notifier(self._write_terminal)
+        self.auto_tail = True
+        """Fetch a final job's output tail when its detail opens."""
+        self.last_ack: tuple[str, CommandAcked] | None = None
+        """The last command's description and acknowledgement."""
+        self.ended: str | None = None
+        """Why the source ended, once it has."""
+        self._change_pending = False
+        self._stopping = asyncio.Event()
+        self._session_task: asyncio.Task[None] | None = None
+        self._warning_scan_at = 0.0
+        self.set_reactive(GangaMonitorApp.notifications, notifications)
+        self.notifier.enabled = notifications
+        bind_replay_keys(self, source)
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status-bar", classes="title-bar")
+        yield BackendsPanel(self.store, id="backends")
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                yield ProgressPanel(self.store, self.clock, groups=False, id="overall")
+                yield Static(id="counts")
+                yield Input(placeholder="filter: s:running b:local g:GROUP is:warn text", id="filter")
+                yield JobTable(self.store, self.clock, id="jobs")
+            with Vertical(id="side"):
+                yield ProgressPanel(self.store, self.clock, id="groups")
+                yield OpQueue(self.store, id="ops")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.main_screen.query_one("#groups", ProgressPanel).border_title = "progress by group"
+        self.main_screen.query_one(BackendsPanel).border_title = "backends"
+        self.main_screen.query_one(JobTable).focus()
+        self._show_status()
+        if self.source is not None:
+            self.consume(self.source)
+        else:
+            self._session_task = asyncio.create_task(self._run_demo_session(), name="tui[demo].session")
+        self.set_interval(self.tick, self._on_tick, name="tui.tick")
+
+    async def _run_demo_session(self) -> None:
+        assert self.demo is not None
+        try:
+            async with MonitorSession(self.demo) as session:
+                assert session.scheduler is not None
+                self.source = InProcessSource(session.bus, session.scheduler)
+                self.consume(self.source)
+                await self._stopping.wait()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, who can still quit
+            self.ended = f"the simulated session failed: {exc}"
+            self.notify(self.ended, severity="error", timeout=30)
+            self._show_status()
+
+    async def close_session(self) -> None:
+        """Stop the embedded demo session, if any, and wait until it has cleaned up."""
+        self._stopping.set()
+        if self._session_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._session_task
+
+    async def action_quit(self) -> None:
+        self.main_screen.query_one("#status-bar", Static).update("stopping the session ...")
+        await self.close_session()
+        self.exit(0)
+
+    @property
+    def main_screen(self) -> Screen[object]:
+        """The dashboard, under any pushed detail, warnings or help screen."""
+        return self.screen_stack[0]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Table actions make no sense over a detail, warnings or help screen: disable and hide them.
+        return not (action in _MAIN_ONLY and len(self.screen_stack) > 1)
+
+    # -- the bus worker ------------------------------------------------------------------------
+
+    @work(exclusive=True, group="bus")
+    async def consume(self, source: EventSource) -> None:
+        """Fold the source's events into the store; one pending StoreChanged at a time."""
+        folded = 0
+        async for item in source.events():
+            self.store.apply(item)
+            folded += 1
+            if not self._change_pending:
+                self._change_pending = True
+                self.post_message(StoreChanged())
+            if folded % _YIELD_EVERY == 0:
+                # A ready subscription never suspends; let input and repaints in.
+                await asyncio.sleep(0)
+        self.post_message(SourceEnded(self.store.ended or "the event stream closed"))
+
+    @on(StoreChanged)
+    def store_changed(self) -> None:
+        self._change_pending = False
+        failures, groups = self.store.take_news()
+        if self.notifier.news(failures, groups):
+            self.notify(f"{len(failures)} failed, {len(groups)} groups finished", title="ganga-monitor")
+        if not self.view_paused:
+            self._repaint()
+
+    @on(SourceEnded)
+    def source_ended(self, message: SourceEnded) -> None:
+        self.ended = message.reason
+        self._repaint()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            error = event.worker.error
+            self.ended = f"{event.worker.name} failed: {error!r}"
+            self.notify(self.ended, severity="error", timeout=30)
+            self._show_status()
+
+    def _on_tick(self) -> None:
+        self.update_view()
+
+    def update_view(self, *, full: bool = False) -> None:
+        """The time-driven upkeep: expire faded operations, recheck warnings, repaint ages.
+
+        Args:
+            full: recheck every job's warnings now, not a tick's share of them.
+        """
+        now = self.clock()
+        self.store.expire_ops(now)
+        self.store.scan_warnings(now, budget=None if full else _WARNING_BUDGET)
+        if not self.view_paused:
+            self._repaint()
+
+    def _repaint(self) -> None:
+        with self.batch_update():
+            self.main_screen.query_one(BackendsPanel).refresh_from_store()
+            self.main_screen.query_one(JobTable).refresh_from_store()
+            self.main_screen.query_one("#overall", ProgressPanel).refresh_from_store()
+            self.main_screen.query_one("#groups", ProgressPanel).refresh_from_store()
+            self.main_screen.query_one(OpQueue).refresh_from_store(self.clock())
+            self._show_counts()
+            self._show_status()
+            screen = self.screen
+            refresh = getattr(screen, "refresh_from_store", None)
+            if refresh is not None and screen is not self.screen_stack[0]:
+                refresh()
+
+    def _show_counts(self) -> None:
+        store = self.store
+        text = Text()
+        if store.filter.active:
+            text.append(f"{store.row_count} of {store.total} shown", style="bold")
+            text.append(f" │ filter {store.filter.describe()} │ ", style="bold")
+        else:
+            text.append(f"{store.total} jobs │ ", style="bold")
+        for status in JobStatus:
+            count = store.counts.get(status, 0)
+            if count:
+                text.append(f"{status.value} ", style="dim")
+                text.append(f"{count} ", style="bold")
+        self.main_screen.query_one("#counts", Static).update(text)
+
+    def _show_status(self) -> None:
+        store = self.store
+        if self.source is None:
+            where = "starting the simulated session ..." if self.ended is None else ""
+        else:
+            where = self.source.description
+        text = Text()
+        text.append(" ganga-monitor ", style="bold reverse")
+        text.append(f" {where} ")
+        if store.heartbeat is not None or store.total:
+            text.append(f"│ {store.final}/{store.total} final ")
+        if store.warned:
+            text.append(f"│ {len(store.warned)} warnings ", style="bold yellow")
+        if store.rejections:
+            text.append(f"│ {store.rejections} rejected ", style="yellow")
+        if not store.connected:
+            text.append("│ DISCONNECTED ", style="bold red")
+        if self.ended is not None:
+            text.append(f"│ ended: {self.ended} ", style="bold")
+        if self.view_paused:
+            text.append("│ VIEW FROZEN (space) ", style="bold reverse")
+        if self.notifications:
+            text.append("│ notify on ", style="dim")
+        if self.last_ack is not None:
+            description, ack = self.last_ack
+            first_line = ack.message.splitlines()[0] if ack.message else ""
+            text.append(f"│ {'✓' if ack.ok else '✗'} {description}: {first_line}")
+        self.main_screen.query_one("#status-bar", Static).update(text)
+
+    # -- commands to the session ---------------------------------------------------------------
+
+    async def send_command(self, command: Command, description: str, *, toast: bool = True) -> CommandAcked | None:
+        """Send a command through the source and show its acknowledgement.
+
+        Args:
+            command: what to ask of the session.
+            description: what is asked, in words, for the status bar.
+            toast: also pop up the acknowledgement (not for answers shown elsewhere, like output tails).
+
+        Returns:
+            The acknowledgement, or ``None`` when there is no source yet.
+        """
+        if self.source is None:
+            self.notify("no session yet", severity="warning")
+            return None
+        try:
+            ack = await self.source.send(command)
+        except Exception as exc:  # noqa: BLE001 - a lost connection must not end the viewer
+            ack = CommandAcked(at=self.clock(), command_id=command.command_id, ok=False, message=str(exc))
+        self.last_ack = (description, ack)
+        self.store.acks.append(ack)
+        first_line = ack.message.splitlines()[0][:80] if ack.message else ""
+        if toast:
+            self.notify(first_line or description, title=description, severity="information" if ack.ok else "error")
+        self.post_message(CommandAnswered(description, ack))
+        self._show_status()
+        return ack
+
+    def request(self, command: Command, description: str) -> Worker[CommandAcked | None]:
+        """Send a command in the background (the UI never waits for the session)."""
+        return self.run_worker(self.send_command(command, description), group="commands")
+
+    def _target_backend(self) -> str | None:
+        row = self.main_screen.query_one(JobTable).cursor_row_data
+        if row is not None:
+            return row.backend
+        return next(iter(self.store.backends), None)
+
+    def action_refresh_job(self) -> None:
+        """Poll the highlighted job now."""
+        row = self.main_screen.query_one(JobTable).cursor_row_data
+        if row is None:
+            self.notify("no job highlighted", severity="warning")
+            return
+        self.request(RefreshJob(job_id=row.job_id), f"refresh job {row.job_id}")
+
+    def action_toggle_backend_pause(self, backend: str | None = None) -> None:
+        """Pause the highlighted job's backend, or resume it if paused."""
+        name = backend or self._target_backend()
+        if name is None:
+            return
+        record = self.store.backends.get(name)
+        if record is not None and record.paused:
+            self.request(ResumeBackend(backend=name), f"resume {name}")
+        else:
+            self.request(PauseBackend(backend=name), f"pause {name}")
+
+    def action_set_interval(self, backend: str | None = None) -> None:
+        """Ask for a new poll interval of the highlighted job's backend."""
+        name = backend or self._target_backend()
+        if name is None:
+            return
+        record = self.store.backends.get(name)
+
+        def chosen(seconds: float | None) -> None:
+            if seconds is not None:
+                self.request(SetInterval(backend=name, seconds=seconds), f"interval of {name}")
+
+        self.push_screen(IntervalPrompt(name, record.poll_interval if record is not None else 0.0), chosen)
+
+    # -- the view ------------------------------------------------------------------------------
+
+    def watch_view_paused(self, paused: bool) -> None:
+        self.screen.set_class(paused, "-frozen")
+        if not paused:
+            self._repaint()
+        self._show_status()
+
+    def action_toggle_view_pause(self) -> None:
+        """Freeze the screen, or bring it up to date again."""
+        self.view_paused = not self.view_paused
+
+    def watch_notifications(self, enabled: bool) -> None:
+        self.notifier.enabled = enabled
+        self._show_status()
+
+    def action_replay(self, control: str) -> None:
+        """Step, pause, speed up, slow down or seek a ``--replay``."""
+        self.notify(control_replay(self.source, control), timeout=3)
+
+    def action_toggle_notifications(self) -> None:
+        """Bell and desktop notification on failures and finished groups: on or off."""
+        self.notifications = not self.notifications
+        self.notify(f"notifications {'on' if self.notifications else 'off'}")
+
+    def _write_terminal(self, text: str) -> None:
+        # Textual has no public call for raw escapes; App.bell() writes through the driver the same way.
+        driver = self._driver
+        if not self.is_headless and driver is not None:
+            driver.write(text)
+
+    def action_toggle_side(self) -> None:
+        """Show or hide the groups and operations panel (hidden by default on narrow terminals)."""
+        self.screen.toggle_class("-side-toggled")
+
+    def action_help(self) -> None:
+        """List every key."""
+        self.push_screen(
+            HelpScreen(
+                [
+                    ("Everywhere", self.BINDINGS),
+                    ("Job table", JobTable.BINDINGS),
+                    ("Job detail", JobDetailScreen.BINDINGS),
+                    ("Warnings view", WarningsScreen.BINDINGS),
+                    ("Command palette (:)", [Binding("ctrl+p", "command_palette", "also opens it")]),
+                ]
+            )
+        )
+
+    def action_warnings(self) -> None:
+        """Show every job that needs a look."""
+        self.store.scan_warnings(self.clock())
+        self.push_screen(WarningsScreen())
+
+    def open_job(self, job_id: str) -> None:
+        """Show one job's detail."""
+        self.push_screen(JobDetailScreen(job_id))
+
+    @on(JobTable.JobSelected)
+    def job_selected(self, event: JobTable.JobSelected) -> None:
+        self.open_job(event.job_id)
+
+    # -- filter and sort -----------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        """Open the filter box; the table narrows as you type."""
+        box = self.main_screen.query_one("#filter", Input)
+        box.add_class("-open")
+        box.focus()
+
+    def apply_filter(self, query: str) -> None:
+        """Show only the jobs ``query`` matches (see the help screen for the words)."""
+        box = self.main_screen.query_one("#filter", Input)
+        if box.value != query:
+            with box.prevent(Input.Changed):
+                box.value = query
+        box.set_class(bool(query) or box.has_focus, "-open")
+        self.store.set_filter(JobFilter.parse(query))
+        self.main_screen.query_one(JobTable).refresh_from_store(force=True)
+        self._show_counts()
+
+    @on(Input.Changed, "#filter")
+    def filter_typed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def filter_done(self) -> None:
+        self.main_screen.query_one(JobTable).focus()
+
+    def action_clear_filter(self) -> None:
+        """Drop the filter and go back to the table."""
+        self.apply_filter("")
+        self.main_screen.query_one("#filter", Input).remove_class("-open")
+        self.main_screen.query_one(JobTable).focus()
+
+    def action_cycle_status_filter(self) -> None:
+        """Show only running, submitted, completing, completed, failed jobs in turn, then all."""
+        current = self.store.filter.statuses
+        now = next(iter(current)) if len(current) == 1 else None
+        index = _STATUS_CYCLE.index(now) if now in _STATUS_CYCLE else 0
+        status = _STATUS_CYCLE[(index + 1) % len(_STATUS_CYCLE)]
+        word = None if status is None else f"s:{status.value}"
+        self.apply_filter(_replace_word(self.main_screen.query_one("#filter", Input).value, ("s", "status"), word))
+
+    def action_cycle_backend_filter(self) -> None:
+        """Show one backend's jobs at a time, then all."""
+        names: list[str | None] = [None, *sorted(self.store.backends)]
+        current = self.store.filter.backends
+        now = next(iter(current)) if len(current) == 1 else None
+        index = names.index(now) if now in names else 0
+        name = names[(index + 1) % len(names)]
+        word = None if name is None else f"b:{name}"
+        self.apply_filter(_replace_word(self.main_screen.query_one("#filter", Input).value, ("b", "backend"), word))
+
+    def action_cycle_sort(self) -> None:
+        """Sort by the next column."""
+        index = SORT_KEYS.index(self.store.sort_key)
+        self.sort_by(SORT_KEYS[(index + 1) % len(SORT_KEYS)], reverse=self.store.sort_reverse)
+
+    def action_reverse_sort(self) -> None:
+        """Flip the sort order."""
+        self.sort_by(self.store.sort_key, reverse=not self.store.sort_reverse)
+
+    def sort_by(self, key: str, *, reverse: bool = False) -> None:
+        """Sort the table by a column (one of ``SORT_KEYS``)."""
+        if key not in SORT_KEYS:
+            raise ValueError(f"unknown sort column {key!r}")
+        self.store.sort(key, reverse=reverse)
+        self.main_screen.query_one(JobTable).refresh_from_store(force=True)
+        self._show_counts()
+
+
+def run_app(config: SessionConfig, *, notifications: bool = False) -> int:
+    """Run the TUI on an embedded simulated session until the user quits.
+
+    Returns:
+        The process exit status.
+    """
+
+    async def main() -> int:
+        app = GangaMonitorApp(demo=config, notifications=notifications)
+        try:
+            await app.run_async()
+        finally:
+            await app.close_session()
+        return app.return_code or 0
+
+    return asyncio.run(main())

@@ -1,0 +1,34 @@
+"""Messages the bus worker posts to the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from monitor_core import CommandAcked
+
+__all__ = ["CommandAnswered", "SourceEnded", "StoreChanged"]
+
+
+class StoreChanged(Message):
+    """The job store took in new events; a burst of them makes one repaint."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, StoreChanged)
+
+
+@dataclass
+class SourceEnded(Message):
+    """The event source has no more events (the session ended or the stream closed)."""
+
+    reason: str
+
+
+@dataclass
+class CommandAnswered(Message):
+    """A command sent to the session came back acknowledged (or refused)."""
+
+    description: str
+    """What was asked, in words."""
+    ack: CommandAcked

@@ -1,0 +1,67 @@
+"""The job detail screen: one job in full, with its actions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from monitor_core import RefreshJob, TailOutput
+
+from ..widgets.job_detail import JobDetail
+
+if TYPE_CHECKING:
+    from ..app import GangaMonitorApp
+
+__all__ = ["JobDetailScreen"]
+
+
+class JobDetailScreen(Screen[None]):
+    """A job's fields, history, operations, errors and output tail."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q", "app.pop_screen", "Back"),
+        Binding("r", "refresh_job", "Refresh job now"),
+        Binding("t", "tail_output", "Fetch output tail"),
+    ]
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__()
+        self.job_id = job_id
+        """The job shown."""
+
+    @property
+    def monitor(self) -> GangaMonitorApp:
+        """The app, with its store and source."""
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"job {self.job_id}", id="detail-title", classes="title-bar")
+        yield JobDetail(self.monitor.store, self.job_id, self.monitor.clock, id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        row = self.monitor.store.rows.get(self.job_id)
+        if row is not None and row.status.is_final and self.monitor.auto_tail:
+            self.action_tail_output()
+
+    def refresh_from_store(self) -> None:
+        """Redraw from the store (called by the app on new events)."""
+        self.query_one(JobDetail).refresh_from_store()
+
+    def action_refresh_job(self) -> None:
+        self.monitor.request(RefreshJob(job_id=self.job_id), f"refresh job {self.job_id}")
+
+    @work(group="commands")
+    async def action_tail_output(self) -> None:
+        detail = self.query_one(JobDetail)
+        detail.show_output("fetching ...")
+        ack = await self.monitor.send_command(
+            TailOutput(job_id=self.job_id), f"output of job {self.job_id}", toast=False
+        )
+        if ack is not None:
+            detail.show_output(ack.message if ack.ok else f"no output: {ack.message}")

@@ -1,0 +1,123 @@
+"""The headless wait contract: ``--until``, ``--fail-on`` and ``--timeout`` conditions over a session's jobs.
+
+A condition is ``[all|any:]SELECTION:STATE``:
+
+- SELECTION is ``all`` (every job), ``group:NAME`` or ``backend:NAME``;
+- STATE is ``final`` (completed, failed, killed, ...) or one of Ganga's statuses (``failed``, ``completed``, ...);
+- ``--until`` means every selected job is in STATE (``all:final``); ``--fail-on`` means any selected job is
+  (``any:failed``). A leading ``all:``/``any:`` overrides that, e.g. ``--fail-on all:group:g1:failed``.
+
+Conditions are checked from per-status counts, so checking after every event costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+from monitor_core import ConnectionChanged, Event, JobStatus
+
+from .job_store import JobStore
+
+__all__ = ["Condition", "ConditionError", "Watch"]
+
+Quantifier = Literal["all", "any"]
+
+
+class ConditionError(ValueError):
+    """A condition that cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Which jobs, in which state, and whether all or any of them must be."""
+
+    quantifier: Quantifier
+    scope: Literal["all", "group", "backend"]
+    name: str
+    state: str
+    """``final`` or a :class:`JobStatus` value."""
+
+    @classmethod
+    def parse(cls, text: str, *, default: Quantifier) -> Condition:
+        """Read ``[all|any:]SELECTION:STATE``.
+
+        Raises:
+            ConditionError: the text does not follow the grammar.
+        """
+        parts = text.split(":")
+        quantifier: Quantifier = default
+        if len(parts) >= 3 and parts[0] in ("all", "any") and parts[1] in ("all", "any", "group", "backend"):
+            quantifier = "all" if parts[0] == "all" else "any"
+            parts = parts[1:]
+        if len(parts) == 2 and parts[0] in ("all", "any"):
+            quantifier = "all" if parts[0] == "all" else "any"
+            scope, name, state = "all", "", parts[1]
+        elif len(parts) == 3 and parts[0] in ("group", "backend") and parts[1]:
+            scope, name, state = parts[0], parts[1], parts[2]
+        else:
+            raise ConditionError(
+                f"cannot read condition {text!r}: expected all:STATE, any:STATE, group:NAME:STATE or backend:NAME:STATE"
+            )
+        if state != "final" and state not in JobStatus._value2member_map_:
+            raise ConditionError(f"unknown state {state!r} in {text!r}: use final or one of {', '.join(JobStatus)}")
+        return cls(quantifier, scope, name, state)  # type: ignore[arg-type]
+
+    def _matches(self, status: JobStatus) -> bool:
+        return status.is_final if self.state == "final" else status.value == self.state
+
+    def _counts(self, store: JobStore) -> Counter[JobStatus]:
+        if self.scope == "group":
+            group = store.groups.get(self.name)
+            return group.counts if group is not None else Counter()
+        if self.scope == "backend":
+            return store.by_backend.get(self.name, Counter())
+        return store.counts
+
+    def holds(self, store: JobStore) -> bool:
+        """Whether the condition holds for the jobs the store knows."""
+        counts = self._counts(store)
+        present = [status for status, n in counts.items() if n > 0]
+        if self.quantifier == "any":
+            return any(self._matches(status) for status in present)
+        if not present:
+            # Every job of an empty session is final; an unknown group or backend has not appeared yet.
+            return self.scope == "all" and store.events > 0
+        return all(self._matches(status) for status in present)
+
+    def __str__(self) -> str:
+        selection = "all" if self.scope == "all" else f"{self.scope}:{self.name}"
+        return f"{self.quantifier}:{selection}:{self.state}"
+
+
+class Watch:
+    """Folds events into a store and decides when the wait is over.
+
+    Args:
+        until: the condition to wait for, or ``None`` to wait until stopped.
+        fail_on: conditions that end the wait as a failure.
+    """
+
+    def __init__(self, until: Condition | None, fail_on: list[Condition]) -> None:
+        self.store = JobStore()
+        self.until = until
+        self.fail_on = fail_on
+        self.decided = asyncio.Event()
+        """Set once ``until`` held or a ``fail_on`` condition did."""
+        self.failed: Condition | None = None
+        """The ``fail_on`` condition that held, if one did."""
+
+    def apply(self, event: Event | ConnectionChanged) -> None:
+        """Fold one event in and check the conditions."""
+        self.store.apply(event)
+        if self.decided.is_set():
+            return
+        for condition in self.fail_on:
+            if condition.holds(self.store):
+                self.failed = condition
+                self.decided.set()
+                return
+        if self.until is not None and self.until.holds(self.store):
+            self.decided.set()

@@ -1,0 +1,65 @@
+"""The job table with 100,000 jobs: it fills, scrolls, filters and sorts (no timing asserts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganga_tui.app import GangaMonitorApp
+from ganga_tui.widgets.job_table import JobTable
+from monitor_core import BackendRecord, JobChanged, JobRecord, JobStatus, Snapshot
+
+from .conftest import settle
+from .fixed_data import NOW, FixedSource, frozen_clock
+
+pytestmark = pytest.mark.timeout(120)
+
+JOBS = 100_000
+STATUSES = (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+def big_snapshot() -> Snapshot:
+    jobs = tuple(
+        JobRecord(
+            job_id=str(i),
+            backend="dirac-sim" if i % 10 else "local",
+            status=STATUSES[i % 4],
+            name=f"batch{i // 1000:03d}.{i % 1000}",
+            group=f"batch{i // 1000:03d}",
+            status_since=NOW - 60,
+            last_confirmed=NOW - (i % 30),
+        )
+        for i in range(1, JOBS + 1)
+    )
+    backends = (BackendRecord(name="dirac-sim", poll_interval=60.0), BackendRecord(name="local", poll_interval=60.0))
+    return Snapshot(at=NOW, session="big", jobs=jobs, backends=backends)
+
+
+async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
+    source = FixedSource([big_snapshot()])
+    app = GangaMonitorApp(source, clock=frozen_clock, tick=3600)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        jobs = app.main_screen.query_one(JobTable)
+        assert app.store.row_count == JOBS
+        assert jobs.virtual_size.height == JOBS + 1
+        await pilot.press("end")
+        assert jobs.cursor_job == str(JOBS)
+        bottom = jobs.scrollable_content_region.height - 1
+        assert jobs.render_line(bottom).text.split()[0] == str(JOBS)
+        await pilot.press("pageup")
+        assert jobs.cursor_job == str(JOBS - bottom)
+        assert jobs.render_line(1).text.split()[0] == str(JOBS - bottom)
+        source.push(
+            JobChanged(
+                at=NOW, job_id="99999", backend="dirac-sim", old=JobStatus.RUNNING, new=JobStatus.FAILED, source="poll"
+            )
+        )
+        await settle(pilot, full=False)
+        assert app.store.rows["99999"].status == JobStatus.FAILED
+        assert "failed" in " ".join(
+            jobs.render_line(y).text for y in range(1, bottom + 1) if jobs.render_line(y).text.split()[0] == "99999"
+        )
+        await pilot.press("slash", *"s:completed b:local", "enter")
+        assert app.store.row_count == JOBS // 20
+        await pilot.press("escape", "S")
+        assert app.store.get_row_at(0).job_id == str(JOBS)
