@@ -114,7 +114,11 @@ class BackendRecord:
     active_jobs: int = 0
     queued_ops: int = 0
     in_flight: int = 0
+    """Status calls in flight, against ``concurrency_limit``."""
     concurrency_limit: int = 1
+    fetches_in_flight: int = 0
+    """Output fetches in flight, against ``fetch_limit`` (they never take a status-call slot)."""
+    fetch_limit: int = 0
     max_batch: int = 1
     lag: float = 0.0
     """Seconds the stalest active job is overdue for a status confirmation (0 = on time)."""
