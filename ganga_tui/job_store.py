@@ -8,12 +8,10 @@ something that decides membership or order changed, and at most when a widget as
 
 from __future__ import annotations
 
-import enum
 import itertools
-import statistics
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Final, Literal
 
 from monitor_core import (
@@ -38,6 +36,9 @@ from monitor_core import (
     UpdateRejected,
 )
 
+from .job_filter import SORT_KEYS, JobFilter, SortKey, sort_value
+from .job_rows import GroupStats, JobRow, OpView, Transition, WarningKind
+
 __all__ = [
     "SORT_KEYS",
     "GroupStats",
@@ -50,8 +51,6 @@ __all__ = [
     "WarningKind",
 ]
 
-SortKey = Literal["id", "name", "backend", "status", "updated", "next_poll", "warnings"]
-SORT_KEYS: Final[tuple[SortKey, ...]] = ("id", "name", "backend", "status", "updated", "next_poll", "warnings")
 
 _LAG_HISTORY: Final = 60
 """Lag samples kept per backend for its sparkline."""
@@ -62,241 +61,6 @@ _OP_LOG: Final = 20_000
 _PER_JOB_OPS: Final = 12
 _PER_JOB_ERRORS: Final = 12
 _DURATION_SAMPLES: Final = 200
-_RATE_WINDOW: Final = 120.0
-"""Seconds of completions the ETA is estimated from."""
-
-
-class WarningKind(enum.StrEnum):
-    """Why a job needs a look."""
-
-    UNCONFIRMED = "unconfirmed"
-    """Active, but its status has not been confirmed for k times its poll interval."""
-    STUCK = "stuck"
-    """In one status far longer than its group's usual time in that status."""
-    BACKEND_DONE = "backend_done"
-    """The backend said it finished, but the session has not settled it (still completing)."""
-
-    @property
-    def mark(self) -> str:
-        """One character shown in the job table."""
-        return _MARKS[self]
-
-    @property
-    def explanation(self) -> str:
-        """What the warning means, for the warnings view."""
-        return _EXPLANATIONS[self]
-
-
-_MARKS: Final = {WarningKind.UNCONFIRMED: "?", WarningKind.STUCK: "!", WarningKind.BACKEND_DONE: "≠"}
-_EXPLANATIONS: Final = {
-    WarningKind.UNCONFIRMED: "status not confirmed for k x its poll interval",
-    WarningKind.STUCK: "in this status far beyond its group's usual time",
-    WarningKind.BACKEND_DONE: "backend says done, session still says completing",
-}
-
-
-@dataclass(slots=True)
-class JobRow:
-    """One job as the table shows it; ``version`` changes whenever what it shows changes."""
-
-    job_id: str
-    backend: str
-    status: JobStatus
-    name: str = ""
-    group: str = ""
-    status_since: float = 0.0
-    last_confirmed: float = 0.0
-    next_poll_at: float | None = None
-    exit_code: int | None = None
-    info: str = ""
-    polling: bool = False
-    """An operation is asking the backend about this job right now."""
-    warnings: frozenset[WarningKind] = frozenset()
-    version: int = 0
-    order: int = 0
-    """Arrival position, the tie-breaker of every sort."""
-    id_key: tuple[int, str] = (0, "")
-    """Numeric ids sort as numbers, the rest after them as text."""
-
-    def __post_init__(self) -> None:
-        self.id_key = (int(self.job_id), "") if self.job_id.isdigit() else (1 << 62, self.job_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One step of a job's state history."""
-
-    at: float
-    old: JobStatus | None
-    new: JobStatus
-    source: str
-    info: str = ""
-
-
-@dataclass(slots=True)
-class OpView:
-    """A monitoring operation as the queue and job details show it."""
-
-    op_id: int
-    kind: OpKind
-    backend: str
-    job_ids: tuple[str, ...]
-    enqueued_at: float
-    state: str = "queued"
-    """queued, in_flight, retrying, done, error, timeout, cancelled or rejected."""
-    attempt: int = 1
-    started_at: float | None = None
-    finished_at: float | None = None
-    latency: float | None = None
-    error: str | None = None
-    changed: int = 0
-    version: int = 0
-
-    @property
-    def finished(self) -> bool:
-        """The operation will not run again."""
-        return self.finished_at is not None
-
-
-@dataclass(slots=True)
-class GroupStats:
-    """A job group's progress and its usual time in each status."""
-
-    name: str
-    counts: Counter[JobStatus] = field(default_factory=Counter)
-    finished_at: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
-    durations: dict[JobStatus, deque[float]] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        """Jobs in the group."""
-        return sum(self.counts.values())
-
-    @property
-    def final(self) -> int:
-        """Jobs in a final status."""
-        return sum(n for status, n in self.counts.items() if status.is_final)
-
-    def usual_time(self, status: JobStatus) -> float | None:
-        """Median seconds the group's jobs spent in ``status``, once a few have left it."""
-        samples = self.durations.get(status)
-        if samples is None or len(samples) < 5:
-            return None
-        return statistics.median(samples)
-
-    def rate(self, now: float) -> float:
-        """Jobs finishing per second lately (0 when unknown)."""
-        recent = [t for t in self.finished_at if t >= now - _RATE_WINDOW]
-        if len(recent) < 2:
-            return 0.0
-        span = max(now - recent[0], 1.0)
-        return len(recent) / span
-
-    def eta(self, now: float) -> float | None:
-        """Seconds until every job is final at the recent completion rate, or ``None``."""
-        remaining = self.total - self.final
-        if remaining == 0:
-            return 0.0
-        rate = self.rate(now)
-        return remaining / rate if rate > 0 else None
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    """Which jobs the table shows. Parsed from the ``/`` box, e.g. ``s:running b:local batch003``."""
-
-    statuses: frozenset[JobStatus] = frozenset()
-    backends: frozenset[str] = frozenset()
-    groups: frozenset[str] = frozenset()
-    text: str = ""
-    warnings_only: bool = False
-
-    @property
-    def active(self) -> bool:
-        """Anything is filtered out."""
-        return bool(self.statuses or self.backends or self.groups or self.text or self.warnings_only)
-
-    @classmethod
-    def parse(cls, query: str) -> JobFilter:
-        """Read a filter from words: ``status:``/``s:``, ``backend:``/``b:``, ``group:``/``g:``, ``is:warn``.
-
-        Comma-separated values are alternatives; other words must all appear in the job's
-        id, name, group or backend detail. Unknown statuses are treated as text.
-        """
-        statuses: set[JobStatus] = set()
-        backends: set[str] = set()
-        groups: set[str] = set()
-        words: list[str] = []
-        warnings_only = False
-        for word in query.split():
-            prefix, _, value = word.partition(":")
-            prefix = prefix.lower()
-            values = [v for v in value.split(",") if v]
-            if prefix in ("s", "status") and values:
-                known = [JobStatus(v.lower()) for v in values if v.lower() in JobStatus._value2member_map_]
-                if len(known) == len(values):
-                    statuses.update(known)
-                    continue
-            elif prefix in ("b", "backend") and values:
-                backends.update(values)
-                continue
-            elif prefix in ("g", "group") and values:
-                groups.update(values)
-                continue
-            elif prefix == "is" and value.lower() in ("warn", "warning", "warnings"):
-                warnings_only = True
-                continue
-            words.append(word.lower())
-        return cls(frozenset(statuses), frozenset(backends), frozenset(groups), " ".join(words), warnings_only)
-
-    def describe(self) -> str:
-        """The filter in the words it was parsed from, normalised."""
-        parts = []
-        if self.statuses:
-            parts.append("s:" + ",".join(sorted(self.statuses)))
-        if self.backends:
-            parts.append("b:" + ",".join(sorted(self.backends)))
-        if self.groups:
-            parts.append("g:" + ",".join(sorted(self.groups)))
-        if self.warnings_only:
-            parts.append("is:warn")
-        if self.text:
-            parts.append(self.text)
-        return " ".join(parts)
-
-    def matches(self, row: JobRow) -> bool:
-        """Whether the table shows ``row``."""
-        if self.statuses and row.status not in self.statuses:
-            return False
-        if self.backends and row.backend not in self.backends:
-            return False
-        if self.groups and row.group not in self.groups:
-            return False
-        if self.warnings_only and not row.warnings:
-            return False
-        if self.text:
-            haystack = f"{row.job_id} {row.name} {row.group} {row.info}".lower()
-            return all(word in haystack for word in self.text.split())
-        return True
-
-
-def _sort_value(row: JobRow, key: SortKey) -> tuple[object, ...]:
-    if key == "name":
-        return (row.name, row.order)
-    if key == "backend":
-        return (row.backend, row.order)
-    if key == "status":
-        return (_STATUS_ORDER[row.status], row.order)
-    if key == "updated":
-        return (row.last_confirmed, row.order)
-    if key == "next_poll":
-        return (row.next_poll_at if row.next_poll_at is not None else float("inf"), row.order)
-    if key == "warnings":
-        return (-len(row.warnings), row.order)
-    return (row.id_key, row.order)
-
-
-_STATUS_ORDER: Final = {status: index for index, status in enumerate(JobStatus)}
 
 
 class JobStore:
@@ -727,7 +491,7 @@ class JobStore:
         view = list(rows)
         key = self._sort
         if key != "id" or self._reverse or not _ids_ascending(view):
-            view.sort(key=lambda row: _sort_value(row, key), reverse=self._reverse)
+            view.sort(key=lambda row: sort_value(row, key), reverse=self._reverse)
         self._view = view
         self._index = None
         self._view_dirty = False

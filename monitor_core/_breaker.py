@@ -12,9 +12,11 @@ __all__ = ["CircuitBreaker"]
 
 
 class CircuitBreaker:
-    """Opens after ``threshold`` failures in a row, lets one trial call through after a
-    pause that doubles each time the trial fails (up to ``reset_cap``), and closes again
-    after a trial succeeds.
+    """Stops calls to a backend that keeps failing, and tries it again now and then.
+
+    Opens after ``threshold`` failures in a row, lets one trial call through after a pause
+    that doubles each time the trial fails (up to ``reset_cap``), and closes again after a
+    trial succeeds.
 
     Args:
         threshold: consecutive failures that open it.

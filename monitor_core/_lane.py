@@ -499,7 +499,12 @@ class Lane:
     def _return_to_heap(self, op: Operation) -> None:
         """Schedule the batch's still-active jobs one interval from now (the hot path of a sweep)."""
         scheduler, active, in_ops, due_at, heap, seq = (
-            self._scheduler, self.active, self._in_ops, self._due_at, self._due, self._seq,
+            self._scheduler,
+            self.active,
+            self._in_ops,
+            self._due_at,
+            self._due,
+            self._seq,
         )
         jobs, groups, interval = scheduler.jobs, scheduler.groups, scheduler.policy.interval
         mono, wall, base = time.monotonic(), time.time(), self.base_interval

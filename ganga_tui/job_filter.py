@@ -1,0 +1,114 @@
+"""Which jobs the table shows, and in what order: the ``/`` box's language and the sort keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from monitor_core import JobStatus
+
+from .job_rows import JobRow
+
+__all__ = ["SORT_KEYS", "JobFilter", "SortKey", "sort_value"]
+
+SortKey = Literal["id", "name", "backend", "status", "updated", "next_poll", "warnings"]
+SORT_KEYS: Final[tuple[SortKey, ...]] = ("id", "name", "backend", "status", "updated", "next_poll", "warnings")
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs the table shows. Parsed from the ``/`` box, e.g. ``s:running b:local batch003``."""
+
+    statuses: frozenset[JobStatus] = frozenset()
+    backends: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    text: str = ""
+    warnings_only: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Anything is filtered out."""
+        return bool(self.statuses or self.backends or self.groups or self.text or self.warnings_only)
+
+    @classmethod
+    def parse(cls, query: str) -> JobFilter:
+        """Read a filter from words: ``status:``/``s:``, ``backend:``/``b:``, ``group:``/``g:``, ``is:warn``.
+
+        Comma-separated values are alternatives; other words must all appear in the job's
+        id, name, group or backend detail. Unknown statuses are treated as text.
+        """
+        statuses: set[JobStatus] = set()
+        backends: set[str] = set()
+        groups: set[str] = set()
+        words: list[str] = []
+        warnings_only = False
+        for word in query.split():
+            prefix, _, value = word.partition(":")
+            prefix = prefix.lower()
+            values = [v for v in value.split(",") if v]
+            if prefix in ("s", "status") and values:
+                known = [JobStatus(v.lower()) for v in values if v.lower() in JobStatus._value2member_map_]
+                if len(known) == len(values):
+                    statuses.update(known)
+                    continue
+            elif prefix in ("b", "backend") and values:
+                backends.update(values)
+                continue
+            elif prefix in ("g", "group") and values:
+                groups.update(values)
+                continue
+            elif prefix == "is" and value.lower() in ("warn", "warning", "warnings"):
+                warnings_only = True
+                continue
+            words.append(word.lower())
+        return cls(frozenset(statuses), frozenset(backends), frozenset(groups), " ".join(words), warnings_only)
+
+    def describe(self) -> str:
+        """The filter in the words it was parsed from, normalised."""
+        parts = []
+        if self.statuses:
+            parts.append("s:" + ",".join(sorted(self.statuses)))
+        if self.backends:
+            parts.append("b:" + ",".join(sorted(self.backends)))
+        if self.groups:
+            parts.append("g:" + ",".join(sorted(self.groups)))
+        if self.warnings_only:
+            parts.append("is:warn")
+        if self.text:
+            parts.append(self.text)
+        return " ".join(parts)
+
+    def matches(self, row: JobRow) -> bool:
+        """Whether the table shows ``row``."""
+        if self.statuses and row.status not in self.statuses:
+            return False
+        if self.backends and row.backend not in self.backends:
+            return False
+        if self.groups and row.group not in self.groups:
+            return False
+        if self.warnings_only and not row.warnings:
+            return False
+        if self.text:
+            haystack = f"{row.job_id} {row.name} {row.group} {row.info}".lower()
+            return all(word in haystack for word in self.text.split())
+        return True
+
+
+def sort_value(row: JobRow, key: SortKey) -> tuple[object, ...]:
+    """The value a row sorts by under ``key``; ties fall back to submission order."""
+    if key == "name":
+        return (row.name, row.order)
+    if key == "backend":
+        return (row.backend, row.order)
+    if key == "status":
+        return (_STATUS_ORDER[row.status], row.order)
+    if key == "updated":
+        return (row.last_confirmed, row.order)
+    if key == "next_poll":
+        return (row.next_poll_at if row.next_poll_at is not None else float("inf"), row.order)
+    if key == "warnings":
+        return (-len(row.warnings), row.order)
+    return (row.id_key, row.order)
+
+
+_STATUS_ORDER: Final = {status: index for index, status in enumerate(JobStatus)}

@@ -1,0 +1,151 @@
+"""What the TUI keeps of each job, operation and group: plain rows with no Textual import."""
+
+from __future__ import annotations
+
+import enum
+import statistics
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from monitor_core import JobStatus, OpKind
+
+__all__ = ["GroupStats", "JobRow", "OpView", "Transition", "WarningKind"]
+
+_RATE_WINDOW: Final = 120.0
+"""Seconds of completions the ETA is estimated from."""
+
+
+class WarningKind(enum.StrEnum):
+    """Why a job needs a look."""
+
+    UNCONFIRMED = "unconfirmed"
+    """Active, but its status has not been confirmed for k times its poll interval."""
+    STUCK = "stuck"
+    """In one status far longer than its group's usual time in that status."""
+    BACKEND_DONE = "backend_done"
+    """The backend said it finished, but the session has not settled it (still completing)."""
+
+    @property
+    def mark(self) -> str:
+        """One character shown in the job table."""
+        return _MARKS[self]
+
+    @property
+    def explanation(self) -> str:
+        """What the warning means, for the warnings view."""
+        return _EXPLANATIONS[self]
+
+
+_MARKS: Final = {WarningKind.UNCONFIRMED: "?", WarningKind.STUCK: "!", WarningKind.BACKEND_DONE: "≠"}
+_EXPLANATIONS: Final = {
+    WarningKind.UNCONFIRMED: "status not confirmed for k x its poll interval",
+    WarningKind.STUCK: "in this status far beyond its group's usual time",
+    WarningKind.BACKEND_DONE: "backend says done, session still says completing",
+}
+
+
+@dataclass(slots=True)
+class JobRow:
+    """One job as the table shows it; ``version`` changes whenever what it shows changes."""
+
+    job_id: str
+    backend: str
+    status: JobStatus
+    name: str = ""
+    group: str = ""
+    status_since: float = 0.0
+    last_confirmed: float = 0.0
+    next_poll_at: float | None = None
+    exit_code: int | None = None
+    info: str = ""
+    polling: bool = False
+    """An operation is asking the backend about this job right now."""
+    warnings: frozenset[WarningKind] = frozenset()
+    version: int = 0
+    order: int = 0
+    """Arrival position, the tie-breaker of every sort."""
+    id_key: tuple[int, str] = (0, "")
+    """Numeric ids sort as numbers, the rest after them as text."""
+
+    def __post_init__(self) -> None:
+        self.id_key = (int(self.job_id), "") if self.job_id.isdigit() else (1 << 62, self.job_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One step of a job's state history."""
+
+    at: float
+    old: JobStatus | None
+    new: JobStatus
+    source: str
+    info: str = ""
+
+
+@dataclass(slots=True)
+class OpView:
+    """A monitoring operation as the queue and job details show it."""
+
+    op_id: int
+    kind: OpKind
+    backend: str
+    job_ids: tuple[str, ...]
+    enqueued_at: float
+    state: str = "queued"
+    """queued, in_flight, retrying, done, error, timeout, cancelled or rejected."""
+    attempt: int = 1
+    started_at: float | None = None
+    finished_at: float | None = None
+    latency: float | None = None
+    error: str | None = None
+    changed: int = 0
+    version: int = 0
+
+    @property
+    def finished(self) -> bool:
+        """The operation will not run again."""
+        return self.finished_at is not None
+
+
+@dataclass(slots=True)
+class GroupStats:
+    """A job group's progress and its usual time in each status."""
+
+    name: str
+    counts: Counter[JobStatus] = field(default_factory=Counter)
+    finished_at: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    durations: dict[JobStatus, deque[float]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Jobs in the group."""
+        return sum(self.counts.values())
+
+    @property
+    def final(self) -> int:
+        """Jobs in a final status."""
+        return sum(n for status, n in self.counts.items() if status.is_final)
+
+    def usual_time(self, status: JobStatus) -> float | None:
+        """Median seconds the group's jobs spent in ``status``, once a few have left it."""
+        samples = self.durations.get(status)
+        if samples is None or len(samples) < 5:
+            return None
+        return statistics.median(samples)
+
+    def rate(self, now: float) -> float:
+        """Jobs finishing per second lately (0 when unknown)."""
+        recent = [t for t in self.finished_at if t >= now - _RATE_WINDOW]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], 1.0)
+        return len(recent) / span
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until every job is final at the recent completion rate, or ``None``."""
+        remaining = self.total - self.final
+        if remaining == 0:
+            return 0.0
+        rate = self.rate(now)
+        return remaining / rate if rate > 0 else None
