@@ -46,7 +46,7 @@ __all__ = ["Lane", "SchedulerConfig"]
 log = logging.getLogger(__name__)
 
 _URGENT: Final = 0
-_NORMAL: Final = 10
+"""Priority of a user's refresh; planned polls keep the operation default."""
 _APPLY_SLICE: Final = 100
 """Reports applied between two yields to the loop (about a millisecond of work)."""
 _PLAN_PER_ROUND: Final = 2000
@@ -140,10 +140,14 @@ class Lane:
         if due <= self._due[0][0]:
             self._wakeup.set()
 
+    def _next_due(self, job: Job, monotonic: float, wall: float) -> float:
+        scheduler = self._scheduler
+        return monotonic + scheduler.policy.interval(job, self.base_interval, wall, scheduler.groups.get(job.group))
+
     def reschedule(self, job: Job) -> None:
         """Make an active job due one interval after now (it was just confirmed)."""
         if job.job_id in self.active:
-            self._schedule(job.job_id, time.monotonic() + self._scheduler.interval_for(job, self))
+            self._schedule(job.job_id, self._next_due(job, time.monotonic(), time.time()))
 
     def next_poll_at(self, job_id: str) -> float | None:
         """Monotonic time the job is due, or ``None`` while it is in an operation or inactive."""
@@ -498,23 +502,13 @@ class Lane:
 
     def _return_to_heap(self, op: Operation) -> None:
         """Schedule the batch's still-active jobs one interval from now (the hot path of a sweep)."""
-        scheduler, active, in_ops, due_at, heap, seq = (
-            self._scheduler,
-            self.active,
-            self._in_ops,
-            self._due_at,
-            self._due,
-            self._seq,
-        )
-        jobs, groups, interval = scheduler.jobs, scheduler.groups, scheduler.policy.interval
-        mono, wall, base = time.monotonic(), time.time(), self.base_interval
+        jobs, active, in_ops, due_at, heap = self._scheduler.jobs, self.active, self._in_ops, self._due_at, self._due
+        mono, wall = time.monotonic(), time.time()
         earliest = heap[0][0] if heap else None
         for job_id in op.job_ids:
             if job_id in active and not in_ops.get(job_id):
-                job = jobs[job_id]
-                due = mono + interval(job, base, wall, groups.get(job.group))
-                due_at[job_id] = due
-                heapq.heappush(heap, (due, next(seq), job_id))
+                due = due_at[job_id] = self._next_due(jobs[job_id], mono, wall)
+                heapq.heappush(heap, (due, next(self._seq), job_id))
         if heap and (earliest is None or heap[0][0] < earliest):
             self._wakeup.set()
 

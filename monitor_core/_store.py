@@ -100,9 +100,6 @@ class SessionStore:
         assert self._connection is not None
         return self._connection
 
-    def _run_sync(self, function: object, *args: object) -> object:
-        return self._executor.submit(function, *args).result()  # type: ignore[arg-type]
-
     # -- reading -------------------------------------------------------------------------
 
     def load_jobs(self) -> list[Job]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .._events import ChangeSource
-from .._model import JobStatus
+from .._model import Job, JobStatus
 
 __all__ = ["CallContext", "StatusChange", "ganga_status"]
 
@@ -64,3 +64,22 @@ class CallContext:
     batch: frozenset[str] | None = None
     collected: list[StatusChange] = field(default_factory=list)
     changed: int = 0
+
+
+def job_from_change(change: StatusChange, status: JobStatus) -> Job:
+    """The monitor's record of a job first heard of through ``change``, now in ``status``.
+
+    It starts in the status the job left (when Ganga's is known), so the change itself is
+    applied, and published, as a transition.
+    """
+    return Job(
+        job_id=change.job_id,
+        backend=change.backend,
+        name=change.name,
+        group=change.group,
+        backend_id=change.job_id,
+        status=ganga_status(change.old) or status,
+        status_since=change.at,
+        last_confirmed=change.at,
+        exit_code=change.exit_code,
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .._bus import EventBus
 from .._lane import SchedulerConfig
-from .._model import Job, JobSpec
+from .._model import JobSpec
 from .._outputs import OutputSink
 from .._scheduler import Scheduler
 from ..backends._base import (
@@ -35,7 +35,7 @@ from ..backends._base import (
     StatusReport,
 )
 from ._calls import CallOutcome, update_jobs
-from ._changes import CallContext, StatusChange, ganga_status
+from ._changes import CallContext, StatusChange, ganga_status, job_from_change
 from ._exits import ExitWatcher
 
 __all__ = ["DriveConfig", "GangaBackend", "GangaDriver"]
@@ -311,18 +311,7 @@ class GangaDriver:
         await self._lane_for(change.backend)
         job = scheduler.jobs.get(change.job_id)
         if job is None:
-            first = ganga_status(change.old) or status
-            job = Job(
-                job_id=change.job_id,
-                backend=change.backend,
-                name=change.name,
-                group=change.group,
-                backend_id=change.job_id,
-                status=first,
-                status_since=change.at,
-                last_confirmed=change.at,
-                exit_code=change.exit_code,
-            )
+            job = job_from_change(change, status)
             scheduler.track(job, source="restore" if change.source == "restore" else "submit")
         elif change.source == "restore":
             return  # seen through the hook already; the hook's news is newer

@@ -31,7 +31,7 @@ from .._events import (
     job_record,
 )
 from .._model import Job, OpKind, OpState
-from ._changes import StatusChange, ganga_status
+from ._changes import StatusChange, ganga_status, job_from_change
 
 __all__ = ["ObservedSession"]
 
@@ -127,17 +127,7 @@ class ObservedSession:
             self.outputdirs[change.job_id] = change.outputdir
         job = self.jobs.get(change.job_id)
         if job is None:
-            job = Job(
-                job_id=change.job_id,
-                backend=change.backend,
-                name=change.name,
-                group=change.group,
-                backend_id=change.job_id,
-                status=ganga_status(change.old) or status,
-                status_since=change.at,
-                last_confirmed=change.at,
-                exit_code=change.exit_code,
-            )
+            job = job_from_change(change, status)
             self.jobs[job.job_id] = job
             self.bus.publish(JobAdded(at=change.at, job=job_record(job)))
         elif change.source == "restore":
