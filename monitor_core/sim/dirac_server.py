@@ -139,7 +139,7 @@ class DiracSimServer:
                 value: Any = service.get_job_status(ids)
                 if value and service.draw() < config.garbage_rate:
                     self.faults["garbage"] += 1
-                    return _garble(value)
+                    return _garble(value, kind=self.faults["garbage"] % 3)
             elif method == "getOutputSandbox":
                 await asyncio.sleep(config.output_latency)
                 value = service.output_sandbox(int(params))
@@ -169,13 +169,13 @@ def _encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-def _garble(value: dict[str, dict[str, str]]) -> bytes:
-    # Alternate between the kinds of nonsense a real service has been seen to send.
+def _garble(value: dict[str, dict[str, str]], *, kind: int) -> bytes:
+    # Take turns among the kinds of nonsense a real service has been seen to send, starting
+    # with answers that parse, so that even a run with one garbled answer has a job to reject.
     victim = next(iter(value))
-    kind = len(value) % 3
-    if kind == 0:
+    if kind == 1:
         value[victim] = {"Status": "Borked", "MinorStatus": "?"}
-    elif kind == 1:
+    elif kind == 2:
         value[victim] = "Running"  # type: ignore[assignment]
     else:
         return _encode({"OK": True, "Value": value})[: -len(victim)]
