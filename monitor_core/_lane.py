@@ -95,7 +95,10 @@ class Lane:
         self.by_backend_id: dict[str, str] = {}
         self.active: set[str] = set()
         """Ids of this lane's jobs whose backend is polled: the index the planner works from."""
-        self._due: list[tuple[float, int, str]] = []
+        # Heap entries carry a whole batch's jobs: a sweep returns jobs to the heap hundreds at
+        # a time with one due time, and heap operations per job were the planner's main cost.
+        # ``_due_at`` is the truth; an entry's job whose ``_due_at`` differs is stale.
+        self._due: list[tuple[float, int, tuple[str, ...]]] = []
         self._due_at: dict[str, float] = {}
         self._seq = itertools.count()
         self._in_ops: dict[str, int] = {}
@@ -136,7 +139,7 @@ class Lane:
         if self._in_ops.get(job_id):
             return
         self._due_at[job_id] = due
-        heapq.heappush(self._due, (due, next(self._seq), job_id))
+        heapq.heappush(self._due, (due, next(self._seq), (job_id,)))
         if due <= self._due[0][0]:
             self._wakeup.set()
 
@@ -154,11 +157,16 @@ class Lane:
         return self._due_at.get(job_id)
 
     def _peek_due(self) -> float | None:
-        while self._due:
-            due, _, job_id = self._due[0]
-            if self._due_at.get(job_id) == due:
-                return due
-            heapq.heappop(self._due)
+        heap, due_at = self._due, self._due_at
+        while heap:
+            due, seq, job_ids = heap[0]
+            for index, job_id in enumerate(job_ids):
+                if due_at.get(job_id) == due:
+                    if index:
+                        # Same key, so the heap stays valid; the stale head is not scanned again.
+                        heap[0] = (due, seq, job_ids[index:])
+                    return due
+            heapq.heappop(heap)
         return None
 
     def rebuild_due_times(self) -> None:
@@ -169,7 +177,7 @@ class Lane:
         for job_id in list(self._due_at):
             job = jobs[job_id]
             self._due_at[job_id] = job.last_confirmed - offset + self._scheduler.interval_for(job, self)
-            self._due.append((self._due_at[job_id], next(self._seq), job_id))
+            self._due.append((self._due_at[job_id], next(self._seq), (job_id,)))
         heapq.heapify(self._due)
         self._wakeup.set()
 
@@ -289,21 +297,27 @@ class Lane:
         if first is None or first > now:
             return False
         horizon = now + min(self._config.batch_window, self.base_interval / 4)
+        heap, due_at, max_batch = self._due, self._due_at, self.caps.max_batch
         batch: list[str] = []
         oldest = first
         planned = 0
         while (due := self._peek_due()) is not None and due <= horizon:
-            _, _, job_id = heapq.heappop(self._due)
-            del self._due_at[job_id]
-            if not batch:
-                oldest = due
-            batch.append(job_id)
-            if len(batch) == self.caps.max_batch:
-                self._enqueue(Operation(OpKind.POLL, self.name, tuple(batch), oldest_due=oldest))
-                planned += len(batch)
-                batch = []
-                if planned >= _PLAN_PER_ROUND:
-                    return True
+            _, seq, job_ids = heapq.heappop(heap)
+            for index, job_id in enumerate(job_ids):
+                if due_at.get(job_id) != due:
+                    continue
+                del due_at[job_id]
+                if not batch:
+                    oldest = due
+                batch.append(job_id)
+                if len(batch) == max_batch:
+                    self._enqueue(Operation(OpKind.POLL, self.name, tuple(batch), oldest_due=oldest))
+                    planned += len(batch)
+                    batch = []
+                    if planned >= _PLAN_PER_ROUND:
+                        if index + 1 < len(job_ids):
+                            heapq.heappush(heap, (due, seq, job_ids[index + 1 :]))
+                        return True
         if batch:
             self._enqueue(Operation(OpKind.POLL, self.name, tuple(batch), oldest_due=oldest))
         return False
@@ -505,10 +519,13 @@ class Lane:
         jobs, active, in_ops, due_at, heap = self._scheduler.jobs, self.active, self._in_ops, self._due_at, self._due
         mono, wall = time.monotonic(), time.time()
         earliest = heap[0][0] if heap else None
+        by_due: dict[float, list[str]] = {}
         for job_id in op.job_ids:
             if job_id in active and not in_ops.get(job_id):
                 due = due_at[job_id] = self._next_due(jobs[job_id], mono, wall)
-                heapq.heappush(heap, (due, next(self._seq), job_id))
+                by_due.setdefault(due, []).append(job_id)
+        for due, job_ids in by_due.items():
+            heapq.heappush(heap, (due, next(self._seq), tuple(job_ids)))
         if heap and (earliest is None or heap[0][0] < earliest):
             self._wakeup.set()
 

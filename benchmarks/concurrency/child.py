@@ -82,7 +82,6 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     bus.bind_loop(asyncio.get_running_loop())
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     model = build_model(spec["model"], lanes, bus, recorder, workdir)
-    consumer = asyncio.create_task(recorder.consume(bus, track_ops=model.track_ops))
     await model.start()
     gc.collect()
     meter = ResourceMeter()
@@ -90,6 +89,10 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     adopt_start = time.time()
     await model.track()
+    adopted = time.time()
+    # Subscribed after the jobs are tracked, so the recorder's copy of them is one snapshot
+    # taken before the clock starts, not a backlog of additions read during the sweep.
+    consumer = asyncio.create_task(recorder.consume(Recorder.subscribe(bus), track_ops=model.track_ops))
     started = time.time()
     recorder.sweep_start = started
     ticker = asyncio.run_coroutine_threadsafe(recorder.tick(), model.loop())
@@ -126,13 +129,18 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "window": window,
         "warmup": warmup,
         "tail": tail,
-        "adopt_s": started - adopt_start,
+        "adopt_s": adopted - adopt_start,
         "sweep_s": None if recorder.sweep_end is None else recorder.sweep_end - started,
         "swept": recorder.confirmed_count,
         "swept_by_lane": {
             name: sum(recorder.confirmed[i] for i in range(len(finish)) if lane_of[i] == index)
             for index, name in enumerate(names)
         },
+        "sweep_by_lane_s": {
+            name: None if end is None else end - started
+            for name, end in zip(names, recorder.lane_sweep_end, strict=True)
+        },
+        "sweep_bound_by_lane_s": {s.lane.name: s.lane.sweep_bound(s.count) for s in lanes},
         "sweep_bound_s": bound,
         "call_latency_s": max(s.lane.mean_latency(min(s.count, s.lane.max_bulk)) for s in lanes),
         "poll_interval_s": max(s.lane.interval for s in lanes),

@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from monitor_core import EventBus, JobChanged, JobStatus, OpFinished, OpKind, OpQueued
+from monitor_core import EventBus, JobChanged, JobStatus, OpFinished, OpKind, OpQueued, Subscription
 
 FINISHED = frozenset({JobStatus.COMPLETING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.KILLED})
 TICK = 0.01
@@ -53,6 +53,13 @@ class Recorder:
         self.confirmed_count = 0
         self.sweep_start: float | None = None
         self.sweep_end: float | None = None
+        lanes = max(lane_of, default=-1) + 1
+        self._lane_total = [0] * lanes
+        for lane in lane_of:
+            self._lane_total[lane] += 1
+        self._lane_confirmed = [0] * lanes
+        self.lane_sweep_end: list[float | None] = [None] * lanes
+        """When each lane's last job was first confirmed: which lane bounds the sweep."""
         self._lock = threading.Lock()
         self._op_jobs: dict[int, tuple[str, ...]] = {}
         self.loop_lags: list[float] = []
@@ -66,15 +73,20 @@ class Recorder:
         if self.sweep_end is not None or self.sweep_start is None:
             return
         with self._lock:
-            confirmed = self.confirmed
+            at = at if at is not None else time.time()
+            confirmed, lane_of, lane_confirmed = self.confirmed, self.lane_of, self._lane_confirmed
             fresh = 0
             for index in indices:
                 if not confirmed[index]:
                     confirmed[index] = 1
                     fresh += 1
+                    lane = lane_of[index]
+                    lane_confirmed[lane] += 1
+                    if lane_confirmed[lane] == self._lane_total[lane]:
+                        self.lane_sweep_end[lane] = at
             self.confirmed_count += fresh
             if self.confirmed_count >= len(confirmed) and self.sweep_end is None:
-                self.sweep_end = at if at is not None else time.time()
+                self.sweep_end = at
 
     def mark_detected(self, index: int, at: float) -> None:
         """A job's finish reached the bus at wall time ``at``."""
@@ -83,9 +95,13 @@ class Recorder:
 
     # -- the bus side ---------------------------------------------------------------------------
 
-    async def consume(self, bus: EventBus, *, track_ops: bool) -> None:
+    @staticmethod
+    def subscribe(bus: EventBus) -> Subscription:
+        """The recorder's subscription, never dropping or closing for a backlog."""
+        return bus.subscribe(max_pending=5_000_000, hard_limit=5_000_000, name="benchmark")
+
+    async def consume(self, subscription: Subscription, *, track_ops: bool) -> None:
         """Read the bus: job changes always, operations when ``track_ops`` (our scheduler)."""
-        subscription = bus.subscribe(max_pending=5_000_000, hard_limit=5_000_000, name="benchmark")
         try:
             async for event in subscription:
                 if isinstance(event, JobChanged):
