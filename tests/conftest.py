@@ -9,6 +9,8 @@ import pytest
 
 from monitor_core.sim import DiracSimConfig, DiracSimProcess
 
+pytest_plugins = ["tests.slurm_cluster"]
+
 
 @pytest.fixture
 async def dirac_service() -> AsyncIterator[DiracSimProcess]:

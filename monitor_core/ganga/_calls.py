@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from ._changes import CallContext, StatusChange
 from ._hooks import current_call, job_change
 from ._registry import raw_job
 
-__all__ = ["CallOutcome", "update_jobs"]
+__all__ = ["BatchJobView", "CallOutcome", "batch_views", "fail_vanished", "update_jobs"]
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +119,88 @@ def update_jobs(job_ids: Sequence[str], context: CallContext, max_resubmit_fract
                 _update_group(monitored, outcome)
         if simple:
             _update_group(simple, outcome)
-        for master in masters.values():
-            if str(master.status) in _SETTLING:
-                try:
-                    master.updateMasterJobStatus()
-                except Exception as exc:  # noqa: BLE001 - as above
-                    outcome.errors[str(master.getFQID("."))] = _describe(exc)
+        _settle(masters.values(), outcome)
         if max_resubmit_fraction is not None:
             for master in masters.values():
                 _resubmit_if_required(master, max_resubmit_fraction)
-        for job in jobs:
-            job_id = str(job.getFQID("."))
-            if job_id not in outcome.errors:
-                outcome.confirmations.append(job_change(job, None, "poll"))
+        _confirm(jobs, outcome)
+        return outcome
+    finally:
+        current_call.reset(token)
+
+
+def _settle(masters: Iterable[Any], outcome: CallOutcome) -> None:
+    """Bring split jobs' own status in line with their subjobs'."""
+    for master in masters:
+        if str(master.status) in _SETTLING:
+            try:
+                master.updateMasterJobStatus()
+            except Exception as exc:  # noqa: BLE001 - a Ganga backend may raise anything
+                outcome.errors[str(master.getFQID("."))] = _describe(exc)
+
+
+def _confirm(jobs: Iterable[Any], outcome: CallOutcome) -> None:
+    for job in jobs:
+        job_id = str(job.getFQID("."))
+        if job_id not in outcome.errors:
+            outcome.confirmations.append(job_change(job, None, "poll"))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJobView:
+    """A batch job as its lane sees it before asking the batch system: plain values only."""
+
+    status: str
+    """Ganga's status of the job."""
+    batch_id: str
+    """The batch system's id of the job (``backend.id``), empty before it was submitted."""
+    present: StatusChange
+    """The job's present status, the lane's confirmation when nothing changed."""
+
+
+def batch_views(job_ids: Sequence[str]) -> dict[str, BatchJobView]:
+    """Ganga's status and batch id of each job still in the registry (worker thread)."""
+    views: dict[str, BatchJobView] = {}
+    for job_id in job_ids:
+        try:
+            job = raw_job(job_id)
+        except KeyError:
+            continue
+        batch_id = getattr(job.backend, "id", "")
+        views[job_id] = BatchJobView(str(job.status), str(batch_id or ""), job_change(job, None, "poll"))
+    return views
+
+
+def fail_vanished(job_ids: Sequence[str], context: CallContext, reasons: Mapping[str, str]) -> CallOutcome:
+    """Fail jobs that ended in their batch system without leaving an exit code for Ganga (worker thread).
+
+    Ganga's batch backends fail such a job themselves once its heartbeat file has been stale
+    for ``[<backend>]timeout`` seconds; this is the same verdict, reached from the batch
+    system's own word instead of that wait.
+    """
+    token = current_call.set(context)
+    try:
+        outcome = CallOutcome()
+        jobs: list[Any] = []
+        masters: dict[int, Any] = {}
+        for job_id in job_ids:
+            try:
+                job = raw_job(job_id)
+            except KeyError:
+                outcome.missing.append(job_id)
+                continue
+            jobs.append(job)
+            try:
+                if str(job.status) in _MONITORED:
+                    log.warning("Ganga job %s: %s; marking it failed", job_id, reasons.get(job_id, "it vanished"))
+                    job._getSessionLock()
+                    job.updateStatus("failed")
+            except Exception as exc:  # noqa: BLE001 - as above
+                outcome.errors[job_id] = _describe(exc)
+            if job.master is not None:
+                masters[id(job.master)] = job.master
+        _settle(masters.values(), outcome)
+        _confirm(jobs, outcome)
         return outcome
     finally:
         current_call.reset(token)

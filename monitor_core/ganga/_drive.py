@@ -14,31 +14,23 @@ import concurrent.futures
 import logging
 import shutil
 import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._bus import EventBus
 from .._lane import SchedulerConfig
-from .._model import JobSpec
 from .._outputs import OutputSink
 from .._scheduler import Scheduler
-from ..backends._base import (
-    Backend,
-    BackendError,
-    Capabilities,
-    FetchResult,
-    OutputUnavailable,
-    PollResult,
-    Rejection,
-    StatusReport,
-)
-from ._calls import CallOutcome, update_jobs
-from ._changes import CallContext, StatusChange, ganga_status, job_from_change
+from ..backends import slurm
+from ..backends._base import Capabilities, StatusReport
+from ..backends.slurm import SlurmCommands
+from ._backend import GangaBackend, info_of
+from ._changes import StatusChange, ganga_status, job_from_change
 from ._exits import ExitWatcher
+from ._slurm import GANGA_SLURM, GangaSlurmBackend
 
-__all__ = ["DriveConfig", "GangaBackend", "GangaDriver"]
+__all__ = ["DriveConfig", "GangaDriver"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +41,7 @@ class DriveConfig:
 
     ``poll_intervals`` overrides a backend's target interval; a backend not named there uses
     Ganga's own ``[PollThread]`` rate for it, except Local, whose status file is cheap to read
-    and whose exits arrive as events anyway.
+    and whose exits arrive as events anyway, and Slurm, whose jobs are asked about in bulk.
     """
 
     poll_intervals: Mapping[str, float] = field(default_factory=dict)
@@ -59,116 +51,10 @@ class DriveConfig:
     max_batch: int = 100
     scheduler: SchedulerConfig = field(default_factory=lambda: SchedulerConfig(breaker_threshold=3))
     auto_resubmit: bool = True
-
-
-class GangaBackend(Backend):
-    """One Ganga backend (``Local``, ``Interactive``, ``Slurm``, ...) as a lane sees it.
-
-    A job's backend id is its Ganga full id. Status changes made during a call come back as
-    the call's answer, in order, so the bus shows every one of them under the call's operation.
-
-    Args:
-        name: Ganga's name of the backend class.
-        capabilities: limits and interval for its lane.
-        executor: the worker threads that make Ganga's calls.
-        late_changes: takes the changes of a call the lane gave up on, when it finally ends.
-        max_resubmit_fraction: Ganga's auto-resubmit threshold, or ``None`` to never resubmit.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        capabilities: Capabilities,
-        *,
-        executor: concurrent.futures.ThreadPoolExecutor,
-        late_changes: Callable[[list[StatusChange]], None],
-        max_resubmit_fraction: float | None,
-    ) -> None:
-        super().__init__(name, capabilities)
-        self._executor = executor
-        self._late_changes = late_changes
-        self._max_resubmit_fraction = max_resubmit_fraction
-        self._lock = threading.Lock()
-        self._calls: dict[str, concurrent.futures.Future[CallOutcome]] = {}
-        """Each job's call still running on a worker thread, even if the lane gave up on it."""
-        self._abandoned: set[concurrent.futures.Future[CallOutcome]] = set()
-
-    async def submit(self, specs: Sequence[JobSpec]) -> list[str]:
-        raise BackendError("jobs of a Ganga session are submitted through Ganga")
-
-    async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
-        raise OutputUnavailable("Ganga puts the output in its own workspace")
-
-    async def poll(self, backend_ids: Sequence[str]) -> PollResult:
-        # Two calls on one job would both run its completion, so a job still inside an earlier
-        # call waits for it (a "refresh now" can overlap a regular poll), and a job whose
-        # earlier call the lane gave up on is left out until that call comes back.
-        while True:
-            with self._lock:
-                live = {
-                    call
-                    for job_id in backend_ids
-                    if (call := self._calls.get(job_id)) is not None and call not in self._abandoned
-                }
-            if not live:
-                break
-            await asyncio.wait([asyncio.wrap_future(call) for call in live])
-        with self._lock:
-            free = [job_id for job_id in backend_ids if job_id not in self._calls]
-            if not free:
-                raise BackendError(f"the earlier call on job(s) {', '.join(backend_ids)} is still inside Ganga")
-            context = CallContext(source="poll", batch=frozenset(free))
-            future = self._executor.submit(update_jobs, free, context, self._max_resubmit_fraction)
-            for job_id in free:
-                self._calls[job_id] = future
-        future.add_done_callback(lambda done: self._release(free, done))
-        try:
-            outcome: CallOutcome = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            # Timed out: the thread goes on inside Ganga; what it changes still reaches the bus.
-            with self._lock:
-                self._abandoned.add(future)
-            future.add_done_callback(lambda _: self._late_changes(list(context.collected)))
-            raise
-        except Exception as exc:
-            self._late_changes(list(context.collected))
-            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
-        if outcome.failed_as_a_whole:
-            self._late_changes(list(context.collected))
-            job_id, error = next(iter(outcome.errors.items()))
-            raise BackendError(f"update of {len(outcome.errors)} job(s) raised, e.g. {job_id}: {error}")
-        return _answer(context.collected + outcome.confirmations, outcome)
-
-    def _release(self, job_ids: Sequence[str], call: concurrent.futures.Future[CallOutcome]) -> None:
-        with self._lock:
-            for job_id in job_ids:
-                if self._calls.get(job_id) is call:
-                    del self._calls[job_id]
-            self._abandoned.discard(call)
-
-    async def close(self) -> None:
-        # A thread stuck inside a backend cannot be joined; do not wait for it.
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _answer(changes: list[StatusChange], outcome: CallOutcome) -> PollResult:
-    reports: list[StatusReport] = []
-    rejections: list[Rejection] = []
-    for change in changes:
-        status = ganga_status(change.new)
-        if status is None:
-            rejections.append(Rejection(change.job_id, "unknown_state", f"Ganga status {change.new!r}"))
-            continue
-        reports.append(StatusReport(change.job_id, status, info=_info(change), exit_code=change.exit_code))
-    for job_id, error in outcome.errors.items():
-        rejections.append(Rejection(job_id, "garbage", f"its update raised {error}"))
-    for job_id in outcome.missing:
-        rejections.append(Rejection(job_id, "unknown_job", "no longer in Ganga's registry"))
-    return PollResult(reports=reports, rejections=rejections)
-
-
-def _info(change: StatusChange) -> str:
-    return change.new if ganga_status(change.new) != change.new else ""
+    slurm: SlurmCommands | None = field(default_factory=lambda: SlurmCommands(timeout=10.0))
+    """How Ganga's ``Slurm`` jobs are asked about in bulk; ``None`` polls them one status file at a time."""
+    slurm_vanish_grace: float = 30.0
+    """Seconds a job Slurm says has ended may wait for its exit code to appear before it is failed."""
 
 
 class GangaDriver:
@@ -258,14 +144,17 @@ class GangaDriver:
 
     def _capabilities(self, backend: str) -> Capabilities:
         config = self.config
+        bulk_slurm = backend == GANGA_SLURM and config.slurm is not None
         if backend in config.poll_intervals:
             interval = config.poll_intervals[backend]
         elif backend == "Local":
             interval = config.local_interval
+        elif bulk_slurm:
+            interval = slurm.DEFAULT_CAPABILITIES.poll_interval
         else:
             interval = self._ganga_poll_rate(backend)
         return Capabilities(
-            max_batch=config.max_batch,
+            max_batch=slurm.DEFAULT_CAPABILITIES.max_batch if bulk_slurm else config.max_batch,
             max_concurrency=config.max_concurrency,
             fetch_concurrency=0,
             blocking=True,
@@ -289,15 +178,24 @@ class GangaDriver:
             if changes and not loop.is_closed():
                 loop.call_soon_threadsafe(self.post_many, changes)
 
-        await self.scheduler.add_backend(
-            GangaBackend(
+        capabilities = self._capabilities(backend)
+        resubmit = self._max_resubmit_fraction
+        lane_backend: GangaBackend
+        if backend == GANGA_SLURM and self.config.slurm is not None:
+            lane_backend = GangaSlurmBackend(
                 backend,
-                self._capabilities(backend),
+                capabilities,
                 executor=executor,
                 late_changes=late,
-                max_resubmit_fraction=self._max_resubmit_fraction,
+                max_resubmit_fraction=resubmit,
+                commands=self.config.slurm,
+                vanish_grace=self.config.slurm_vanish_grace,
             )
-        )
+        else:
+            lane_backend = GangaBackend(
+                backend, capabilities, executor=executor, late_changes=late, max_resubmit_fraction=resubmit
+            )
+        await self.scheduler.add_backend(lane_backend)
         log.info("monitoring Ganga backend %s in its own lane", backend)
 
     async def _apply(self, change: StatusChange) -> None:
@@ -316,7 +214,7 @@ class GangaDriver:
         elif change.source == "restore":
             return  # seen through the hook already; the hook's news is newer
         if job.status != status:
-            report = StatusReport(change.job_id, status, info=_info(change), exit_code=change.exit_code)
+            report = StatusReport(change.job_id, status, info=info_of(change), exit_code=change.exit_code)
             scheduler.apply_report(job, report, change.source, change.op_id)
         if change.job_id in self._exited_early and job.status.is_active:
             self._exited_early.discard(change.job_id)

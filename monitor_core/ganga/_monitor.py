@@ -22,6 +22,7 @@ from .._commands import Command, RefreshJob, SetInterval, TailOutput, execute_co
 from .._events import CommandAcked, Snapshot
 from .._lane import SchedulerConfig
 from .._model import Operation, OpKind
+from ..backends.slurm import SlurmCommands
 from ._changes import StatusChange
 from ._drive import DriveConfig, GangaDriver
 from ._hooks import GangaHooks
@@ -391,6 +392,8 @@ def start_monitor(
     call_timeout: float | None = None,
     max_concurrency: int | None = None,
     scheduler: SchedulerConfig | None = None,
+    slurm: SlurmCommands | bool = True,
+    slurm_vanish_grace: float | None = None,
 ) -> GangaMonitor:
     """Monitor this Ganga session and serve it to ``ganga-monitor-tui`` on the user's socket.
 
@@ -408,6 +411,11 @@ def start_monitor(
         call_timeout: drive mode: seconds a backend's monitoring call may take.
         max_concurrency: drive mode: monitoring calls in flight per backend.
         scheduler: drive mode: retry, backoff and breaker policies.
+        slurm: drive mode: ask Slurm about Ganga's ``Slurm`` jobs in bulk (``True``, with the
+            environment's ``SLURM_CONF``; or where its commands are), or ``False`` to poll them
+            one status file at a time as Ganga does.
+        slurm_vanish_grace: drive mode: seconds a job Slurm says has ended may wait for its
+            exit code to reach Ganga's status file before it is failed (default 30).
 
     Raises:
         RuntimeError: not inside a Ganga session.
@@ -425,6 +433,8 @@ def start_monitor(
             call_timeout=call_timeout if call_timeout is not None else defaults.call_timeout,
             max_concurrency=max_concurrency if max_concurrency is not None else defaults.max_concurrency,
             scheduler=scheduler or defaults.scheduler,
+            slurm=slurm if isinstance(slurm, SlurmCommands) else defaults.slurm if slurm else None,
+            slurm_vanish_grace=defaults.slurm_vanish_grace if slurm_vanish_grace is None else slurm_vanish_grace,
         )
         monitor = GangaMonitor(
             drive=drive,
