@@ -359,6 +359,7 @@ class Lane:
     async def run_poll_worker(self) -> None:
         """Take poll operations one at a time, forever."""
         while (op := await self._next_op(self._poll_queue)) is not None:
+            await self._take_budget()
             # The breaker is asked right before the call: it may have opened while we waited.
             await self.breaker.acquire()
             await self._run_poll(op)
@@ -366,13 +367,24 @@ class Lane:
     async def run_fetch_worker(self) -> None:
         """Take output fetches one at a time, forever."""
         while (op := await self._next_op(self._fetch_queue)) is not None:
+            await self._take_budget()
             await self._run_fetch(op)
+
+    async def _take_budget(self) -> None:
+        """Wait until one more call keeps within the service's calls-per-minute allowance, and count it."""
+        limit = self.caps.max_calls_per_minute
+        now = time.monotonic()
+        if limit is not None:
+            while self.calls_per_minute(now) >= limit:
+                await asyncio.sleep(self._call_times[0] + 60.0 - now)
+                now = time.monotonic()
+        # Counted here, with no await since the check, so workers waiting together cannot overshoot.
+        self._call_times.append(now)
 
     def _start(self, op: Operation) -> None:
         op.state = OpState.IN_FLIGHT
         op.started_at = time.monotonic()
         self.calls_total += 1
-        self._call_times.append(op.started_at)
         self._idle.clear()
         self._scheduler.publish(OpStarted(at=time.time(), op_id=op.op_id, backend=self.name, attempt=op.attempt))
 

@@ -59,7 +59,8 @@ class Capabilities:
     """Target seconds between two status confirmations of an active job."""
     call_timeout: float = 30.0
     max_calls_per_minute: float | None = None
-    """The budget the service allows this client, shown next to the calls made."""
+    """The calls (status polls and output fetches) the service allows this client in any
+    minute; the lane holds calls back to keep within it."""
 
 
 @dataclass(frozen=True, slots=True)

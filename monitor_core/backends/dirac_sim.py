@@ -40,7 +40,7 @@ DEFAULT_CAPABILITIES: Final = Capabilities(
     isolated=True,
     poll_interval=10.0,
     call_timeout=20.0,
-    max_calls_per_minute=1200.0,
+    max_calls_per_minute=3000.0,
 )
 _SUBMIT_CHUNK: Final = 1000
 _CLIENT_FACTORY: Final = "monitor_core.sim._dirac_client:DiracBlockingClient"

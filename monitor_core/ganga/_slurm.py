@@ -97,6 +97,9 @@ class GangaSlurmBackend(GangaBackend):
         if to_update:
             updated, outcome = await self.in_ganga(to_update, self.update)
             changes = confirmed + updated
+        for job_id in backend_ids:
+            if job_id not in slurm_status:
+                self._ended_since.pop(job_id, None)
         vanished = self._vanished(slurm_status, changes)
         if vanished:
             failed, failed_outcome = await self.in_ganga(

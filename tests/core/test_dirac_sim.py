@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -172,3 +173,23 @@ async def test_a_hung_isolated_call_is_cut_off_by_killing_its_worker(tmp_path: P
             async with asyncio.timeout(60):
                 await scheduler.wait_all_final()
     assert [job.status for job in jobs] == [job.expected for job in jobs]
+
+
+async def test_a_lane_keeps_within_the_services_calls_per_minute(
+    dirac_service: DiracSimProcess, tmp_path: Path
+) -> None:
+    # One job per call and an allowance of 3 calls a minute: the first 3 polls go out at once,
+    # the others wait for the oldest call to leave the minute, shown in the lane's health.
+    caps = replace(CAPS, max_batch=1, max_concurrency=4, max_calls_per_minute=3.0)
+    backend = DiracSimBackend.asynchronous(dirac_service.port, capabilities=caps)
+    bus = EventBus()
+    async with Scheduler([backend], bus=bus, outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
+        await scheduler.submit(grid_specs(6))
+        lane = scheduler.lanes["dirac-sim"]
+        await until(lambda: lane.calls_total >= 3, within=10)
+        await asyncio.sleep(1.0)
+        assert lane.calls_total == 3
+        record = lane.record(time.monotonic())
+        assert record.queued_ops >= 3
+        assert record.calls_per_minute == 3
+        assert record.max_calls_per_minute == 3
