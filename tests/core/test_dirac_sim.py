@@ -181,7 +181,7 @@ async def test_a_lane_keeps_within_the_services_calls_per_minute(
     # One job per call and an allowance of 3 calls a minute: the first 3 polls go out at once,
     # the others wait for the oldest call to leave the minute, shown in the lane's health.
     caps = replace(CAPS, max_batch=1, max_concurrency=4, max_calls_per_minute=3.0)
-    backend = DiracSimBackend.asynchronous(dirac_service.port, capabilities=caps)
+    backend = DiracSimBackend.asynchronous(dirac_service.port, name="dirac-sim", capabilities=caps)
     bus = EventBus()
     async with Scheduler([backend], bus=bus, outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
         await scheduler.submit(grid_specs(6))
