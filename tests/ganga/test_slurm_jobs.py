@@ -3,8 +3,9 @@
 Ganga submits the jobs itself (``sbatch`` through its ``Slurm`` backend) to the test
 cluster. In drive mode their lane asks Slurm about the whole batch in one query and hands
 Ganga's own update only the jobs whose state moved, so each job's status file is read when
-it started or ended, not on every poll; a job cancelled behind Ganga's back is failed within
-the grace period instead of after Ganga's ten-minute heartbeat timeout.
+it started or ended, not on every poll; a job cancelled behind Ganga's back, running or still
+queued, is failed within the grace period instead of after Ganga's ten-minute heartbeat
+timeout (or never, for a queued one).
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def test_slurm_jobs_are_polled_in_bulk_and_a_cancelled_one_fails_promptly(
     assert doomed["was_running"], run.explain()
     assert doomed["failed_after_cancel_s"] is not None
     assert registry[doomed["id"]]["exitcode"] is None
+    # So is the job cancelled while Slurm held it in the queue (Ganga alone would leave it submitted).
+    assert result["held"]["was_waiting"], run.explain()
+    assert registry[result["held"]["id"]]["status"] == "failed"
 
     # The bus and an attached viewer agree with the registry.
     assert {job_id: result["bus"][job_id]["status"] for job_id in expected} == expected

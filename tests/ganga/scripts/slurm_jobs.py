@@ -62,6 +62,12 @@ if "no-cancel" in sys.argv[2:]:
     )
     sys.exit(0)
 
+# A job held in the queue, then cancelled there: its script never starts, no status file at all.
+held = Job(name="held", application=Executable(exe="/bin/sh", args=["-c", "true"]), backend=Slurm(extraopts="--hold"))
+held.submit()
+jobs.append(held)
+expected[str(held.id)] = "failed"
+
 # A job that Slurm cancels while it runs: its script never writes an exit code for Ganga.
 doomed = Job(name="doomed", application=Executable(exe="/bin/sh", args=["-c", "sleep 300"]), backend=Slurm())
 doomed.submit()
@@ -71,7 +77,8 @@ deadline = time.time() + 60
 while doomed.status != "running" and time.time() < deadline:
     time.sleep(0.1)
 doomed_was_running = doomed.status == "running"
-subprocess.run(["scancel", str(doomed.backend.id)], check=True)
+held_was_waiting = held.status == "submitted"
+subprocess.run(["scancel", str(doomed.backend.id), str(held.backend.id)], check=True)
 cancelled_at = time.time()
 
 all_final = wait_final(jobs, limit=120)
@@ -91,6 +98,7 @@ write_result(
         "bus": bus_view(monitor),
         "batch_ids": {str(job.id): str(job.backend.id) for job in jobs},
         "ganga_update_asked": dict(asked),
+        "held": {"id": str(held.id), "was_waiting": held_was_waiting},
         "doomed": {
             "id": str(doomed.id),
             "was_running": doomed_was_running,
