@@ -17,6 +17,7 @@ import concurrent.futures
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
@@ -107,9 +108,16 @@ class GangaSlurmBackend(GangaBackend):
             )
             changes += failed
             outcome = _merged(outcome, failed_outcome)
-        result = answer_of(changes, outcome)
-        result.rejections.extend(refused)
-        return result
+        answer = answer_of(changes, outcome)
+        # Ganga's status is the job's status; Slurm's state and reason ("PENDING (Resources)")
+        # are its detail, which tells a user why a job still waits.
+        reports = [
+            replace(report, info=said_of.info)
+            if not report.info and (said_of := slurm_status.get(report.backend_id)) is not None
+            else report
+            for report in answer.reports
+        ]
+        return PollResult(reports=reports, rejections=answer.rejections + refused)
 
     def _vanished(self, slurm_status: Mapping[str, StatusReport], changes: Sequence[StatusChange]) -> dict[str, str]:
         """Jobs Slurm says ended that Ganga still has active past the grace period, with the reason."""
