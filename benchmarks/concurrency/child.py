@@ -77,7 +77,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     lanes = [Submitted.from_dict(d) for d in spec["lanes"]]
     lifetimes = Lifetimes(**spec["lifetimes"])
     finish, lane_of = finish_times(lanes, lifetimes)
-    recorder = Recorder(finish, lane_of)
+    recorder = Recorder(finish, lane_of, len(lanes))
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -132,10 +132,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "adopt_s": adopted - adopt_start,
         "sweep_s": None if recorder.sweep_end is None else recorder.sweep_end - started,
         "swept": recorder.confirmed_count,
-        "swept_by_lane": {
-            name: sum(recorder.confirmed[i] for i in range(len(finish)) if lane_of[i] == index)
-            for index, name in enumerate(names)
-        },
+        "swept_by_lane": dict(zip(names, recorder.lane_confirmed, strict=True)),
         "sweep_by_lane_s": {
             name: None if end is None else end - started
             for name, end in zip(names, recorder.lane_sweep_end, strict=True)

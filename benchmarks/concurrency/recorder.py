@@ -43,9 +43,10 @@ class Recorder:
     Args:
         finish: wall time each job ends at its service (``math.inf`` for jobs that do not).
         lane_of: lane index of each job.
+        lanes: how many lanes there are.
     """
 
-    def __init__(self, finish: array[float], lane_of: array[int]) -> None:
+    def __init__(self, finish: array[float], lane_of: array[int], lanes: int) -> None:
         self.finish = finish
         self.lane_of = lane_of
         self.detected = array("d", bytes(8 * len(finish)))
@@ -53,11 +54,11 @@ class Recorder:
         self.confirmed_count = 0
         self.sweep_start: float | None = None
         self.sweep_end: float | None = None
-        lanes = max(lane_of, default=-1) + 1
         self._lane_total = [0] * lanes
         for lane in lane_of:
             self._lane_total[lane] += 1
-        self._lane_confirmed = [0] * lanes
+        self.lane_confirmed = [0] * lanes
+        """Jobs of each lane confirmed at least once."""
         self.lane_sweep_end: list[float | None] = [None] * lanes
         """When each lane's last job was first confirmed: which lane bounds the sweep."""
         self._lock = threading.Lock()
@@ -74,7 +75,7 @@ class Recorder:
             return
         with self._lock:
             at = at if at is not None else time.time()
-            confirmed, lane_of, lane_confirmed = self.confirmed, self.lane_of, self._lane_confirmed
+            confirmed, lane_of, lane_confirmed = self.confirmed, self.lane_of, self.lane_confirmed
             fresh = 0
             for index in indices:
                 if not confirmed[index]:

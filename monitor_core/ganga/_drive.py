@@ -142,9 +142,13 @@ class GangaDriver:
             finally:
                 self._changes.task_done()
 
+    def _bulk_slurm_commands(self, backend: str) -> SlurmCommands | None:
+        """How to ask Slurm about this backend's jobs in bulk, or ``None`` for Ganga's own per-job update."""
+        return self.config.slurm if backend == GANGA_SLURM else None
+
     def _capabilities(self, backend: str) -> Capabilities:
         config = self.config
-        bulk_slurm = backend == GANGA_SLURM and config.slurm is not None
+        bulk_slurm = self._bulk_slurm_commands(backend) is not None
         if backend in config.poll_intervals:
             interval = config.poll_intervals[backend]
         elif backend == "Local":
@@ -181,14 +185,15 @@ class GangaDriver:
         capabilities = self._capabilities(backend)
         resubmit = self._max_resubmit_fraction
         lane_backend: GangaBackend
-        if backend == GANGA_SLURM and self.config.slurm is not None:
+        slurm_commands = self._bulk_slurm_commands(backend)
+        if slurm_commands is not None:
             lane_backend = GangaSlurmBackend(
                 backend,
                 capabilities,
                 executor=executor,
                 late_changes=late,
                 max_resubmit_fraction=resubmit,
-                commands=self.config.slurm,
+                commands=slurm_commands,
                 vanish_grace=self.config.slurm_vanish_grace,
             )
         else:

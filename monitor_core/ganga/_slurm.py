@@ -98,10 +98,7 @@ class GangaSlurmBackend(GangaBackend):
         if to_update:
             updated, outcome = await self.in_ganga(to_update, self.update)
             changes = confirmed + updated
-        for job_id in backend_ids:
-            if job_id not in slurm_status:
-                self._ended_since.pop(job_id, None)
-        vanished = self._vanished(slurm_status, changes)
+        vanished = self._vanished(backend_ids, slurm_status, changes)
         if vanished:
             failed, failed_outcome = await self.in_ganga(
                 list(vanished), lambda job_ids, context: fail_vanished(job_ids, context, vanished)
@@ -119,14 +116,17 @@ class GangaSlurmBackend(GangaBackend):
         ]
         return PollResult(reports=reports, rejections=answer.rejections + refused)
 
-    def _vanished(self, slurm_status: Mapping[str, StatusReport], changes: Sequence[StatusChange]) -> dict[str, str]:
+    def _vanished(
+        self, job_ids: Sequence[str], slurm_status: Mapping[str, StatusReport], changes: Sequence[StatusChange]
+    ) -> dict[str, str]:
         """Jobs Slurm says ended that Ganga still has active past the grace period, with the reason."""
         now = time.monotonic()
         latest = {change.job_id: change.new for change in changes}
         vanished: dict[str, str] = {}
-        for job_id, report in slurm_status.items():
+        for job_id in job_ids:
+            report = slurm_status.get(job_id)
             ganga = ganga_status(latest.get(job_id))
-            if not report.status.is_final or ganga is None or not ganga.is_active:
+            if report is None or not report.status.is_final or ganga is None or not ganga.is_active:
                 self._ended_since.pop(job_id, None)
                 continue
             since = self._ended_since.setdefault(job_id, now)
