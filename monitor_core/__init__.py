@@ -4,7 +4,16 @@ No user-interface code lives here; viewers subscribe to the :class:`EventBus`.
 """
 
 from ._bus import BusStatistics, EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
-from ._commands import Command, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput, execute_command
+from ._commands import (
+    CollectOutput,
+    Command,
+    PauseBackend,
+    RefreshJob,
+    ResumeBackend,
+    SetInterval,
+    TailOutput,
+    execute_command,
+)
 from ._events import (
     BackendRecord,
     BreakerChanged,
@@ -22,6 +31,7 @@ from ._events import (
     OpRecord,
     OpStarted,
     RejectionCategory,
+    Rescheduled,
     SessionEnded,
     Snapshot,
     UpdateRejected,
@@ -61,6 +71,7 @@ __all__ = [
     "ResumeBackend",
     "RefreshJob",
     "PauseBackend",
+    "CollectOutput",
     "Command",
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
@@ -94,6 +105,7 @@ __all__ = [
     "Outcome",
     "OutputSink",
     "RejectionCategory",
+    "Rescheduled",
     "Scheduler",
     "SchedulerConfig",
     "SessionConfig",

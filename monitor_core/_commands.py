@@ -12,6 +12,7 @@ from ._events import CommandAcked
 from ._scheduler import Scheduler, UnknownBackend, UnknownJob
 
 __all__ = [
+    "CollectOutput",
     "Command",
     "PauseBackend",
     "RefreshJob",
@@ -69,7 +70,15 @@ class TailOutput:
     command_id: str = field(default_factory=_new_id)
 
 
-Command: TypeAlias = RefreshJob | PauseBackend | ResumeBackend | SetInterval | TailOutput
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CollectOutput:
+    """Collect a finished job's outputs now, ahead of queued fetches (also retries a failed collection)."""
+
+    job_id: str
+    command_id: str = field(default_factory=_new_id)
+
+
+Command: TypeAlias = RefreshJob | PauseBackend | ResumeBackend | SetInterval | TailOutput | CollectOutput
 
 
 def _tail(path: Path) -> str:

@@ -28,6 +28,7 @@ __all__ = [
     "OpRecord",
     "OpStarted",
     "RejectionCategory",
+    "Rescheduled",
     "SessionEnded",
     "Snapshot",
     "UpdateRejected",
@@ -56,6 +57,8 @@ class JobRecord:
     info: str = ""
     next_poll_at: float | None = None
     poll_interval: float | None = None
+    collect_error: str | None = None
+    """Why the outputs could not be collected after every attempt (a manual retry may still collect them)."""
 
 
 def job_record(job: Job, *, next_poll_at: float | None = None, poll_interval: float | None = None) -> JobRecord:
@@ -133,6 +136,12 @@ class BackendRecord:
     calls_total: int = 0
     retries_total: int = 0
     rejections_total: int = 0
+    results_lag: float = 0.0
+    """Seconds the oldest job this backend reported finished has waited for its outputs (0 = none waiting)."""
+    fetches_queued: int = 0
+    """Output fetches waiting for a slot."""
+    collect_bound: float | None = None
+    """Best possible seconds to collect every queued output at the rate the service's allowance permits."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +165,8 @@ class JobChanged:
     info: str = ""
     exit_code: int | None = None
     op_id: int | None = None
+    collect_error: str | None = None
+    """Set when the move is ``completing -> failed`` because the outputs could not be collected."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +244,19 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Rescheduled:
+    """These jobs of one backend are next polled at ``next_poll_at`` (wall clock; the adaptive interval).
+
+    Rebuildable from a snapshot, so the bus may coalesce or drop it for a slow subscriber.
+    """
+
+    at: float
+    backend: str
+    next_poll_at: float
+    job_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CommandAcked:
     """A viewer's command was carried out, or refused with a reason."""
 
@@ -273,6 +297,7 @@ Event: TypeAlias = (
     | LagSampled
     | BreakerChanged
     | Heartbeat
+    | Rescheduled
     | CommandAcked
     | SessionEnded
 )

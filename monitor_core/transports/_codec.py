@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import pydantic
 
-from .._commands import Command, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
+from .._commands import CollectOutput, Command, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
 from .._events import (
     BreakerChanged,
     CommandAcked,
@@ -28,6 +28,7 @@ from .._events import (
     OpFinished,
     OpQueued,
     OpStarted,
+    Rescheduled,
     SessionEnded,
     Snapshot,
     UpdateRejected,
@@ -67,13 +68,14 @@ EVENT_TYPES: Final[dict[str, type[Any]]] = {
         LagSampled,
         BreakerChanged,
         Heartbeat,
+        Rescheduled,
         CommandAcked,
         SessionEnded,
     )
 }
 
 COMMAND_TYPES: Final[dict[str, type[Any]]] = {
-    cls.__name__: cls for cls in (RefreshJob, PauseBackend, ResumeBackend, SetInterval, TailOutput)
+    cls.__name__: cls for cls in (RefreshJob, PauseBackend, ResumeBackend, SetInterval, TailOutput, CollectOutput)
 }
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from monitor_core import PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
+from monitor_core import CollectOutput, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
 from monitor_core.transports import (
     COMMAND_TYPES,
     MAX_COMMAND_BYTES,
@@ -23,6 +23,7 @@ COMMANDS = [
     ResumeBackend(backend="local"),
     SetInterval(backend="local", seconds=2.5),
     TailOutput(job_id="7"),
+    CollectOutput(job_id="7"),
 ]
 
 
