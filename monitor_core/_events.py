@@ -23,6 +23,7 @@ __all__ = [
     "JobChanged",
     "JobRecord",
     "LagSampled",
+    "LocalFault",
     "OpFinished",
     "OpQueued",
     "OpRecord",
@@ -244,6 +245,21 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LocalFault:
+    """A fault on this machine (disk full, I/O or permission error) kept monitoring from saving or collecting.
+
+    ``backend`` names the lane that backs off because of it, or is ``None`` for the session's store.
+    ``cleared`` is True once the operation that failed has succeeded again.
+    """
+
+    at: float
+    backend: str | None
+    what: str
+    error: str
+    cleared: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rescheduled:
     """These jobs of one backend are next polled at ``next_poll_at`` (wall clock; the adaptive interval).
 
@@ -298,6 +314,7 @@ Event: TypeAlias = (
     | BreakerChanged
     | Heartbeat
     | Rescheduled
+    | LocalFault
     | CommandAcked
     | SessionEnded
 )

@@ -25,6 +25,7 @@ from .._events import (
     JobAdded,
     JobChanged,
     LagSampled,
+    LocalFault,
     OpFinished,
     OpQueued,
     OpStarted,
@@ -69,6 +70,7 @@ EVENT_TYPES: Final[dict[str, type[Any]]] = {
         BreakerChanged,
         Heartbeat,
         Rescheduled,
+        LocalFault,
         CommandAcked,
         SessionEnded,
     )
