@@ -6,6 +6,14 @@ snapshot can rebuild (operation progress, lag samples, heartbeats) are coalesced
 dropped, counted, and a fresh snapshot is delivered in their place. Job state changes
 are never dropped; a subscriber that lets them pile up past a hard limit is closed with
 a reason instead, so it knows to resubscribe.
+
+A resync snapshot is built when the subscriber reaches it, and so holds every change
+published until then; it is delivered after the events still buffered at that moment (all
+older than it) and before any published later, so a view that applies events in order
+never goes back in time and still sees every job change.
+
+The bus and its subscriptions share one :class:`_BusState` (the subscriber list and the
+counters), so neither writes the other's private attributes.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from ._events import (
@@ -25,6 +33,7 @@ from ._events import (
     JobAdded,
     JobChanged,
     LagSampled,
+    LocalFault,
     SessionEnded,
     Snapshot,
     UpdateRejected,
@@ -34,7 +43,7 @@ __all__ = ["BusStatistics", "EventBus", "Subscription", "SubscriptionClosed", "S
 
 log = logging.getLogger(__name__)
 
-_LOSSLESS: Final = (JobAdded, JobChanged, UpdateRejected, BreakerChanged, CommandAcked, SessionEnded)
+_LOSSLESS: Final = (JobAdded, JobChanged, UpdateRejected, BreakerChanged, LocalFault, CommandAcked, SessionEnded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,26 @@ class _Resync:
 
 
 _Item = Event | _LagSlot | _HeartbeatSlot | _Resync
+
+
+@dataclass(slots=True)
+class _BusState:
+    """What a bus and its subscriptions share: who listens, how to snapshot, the totals."""
+
+    snapshot_provider: Callable[[], Snapshot] | None
+    subscribers: list[Subscription] = field(default_factory=list)
+    published: int = 0
+    dropped: int = 0
+    overflow_closes: int = 0
+
+    def snapshot(self) -> Snapshot:
+        if self.snapshot_provider is None:
+            return Snapshot(at=0.0, session="")
+        return self.snapshot_provider()
+
+    def forget(self, subscription: Subscription) -> None:
+        if subscription in self.subscribers:
+            self.subscribers.remove(subscription)
 
 
 class SubscriptionClosed(Exception):
@@ -88,8 +117,8 @@ class Subscription:
     Iterate it with ``async for``; iteration ends when it is closed.
     """
 
-    def __init__(self, bus: EventBus, first: Snapshot, *, max_pending: int, hard_limit: int, name: str) -> None:
-        self._bus = bus
+    def __init__(self, state: _BusState, first: Snapshot, *, max_pending: int, hard_limit: int, name: str) -> None:
+        self._state = state
         self.name = name
         """Who reads this subscription, for logs."""
         self._pending: deque[_Item] = deque([first])
@@ -131,7 +160,7 @@ class Subscription:
         """Stop receiving; iteration ends after what is already buffered."""
         if self._closed_reason is None:
             self._closed_reason = reason
-            self._bus._forget(self)
+            self._state.forget(self)
             self._wake()
 
     def _wake(self) -> None:
@@ -149,7 +178,7 @@ class Subscription:
                     self.name,
                     len(self._pending),
                 )
-                self._bus._overflow_closes += 1
+                self._state.overflow_closes += 1
                 self.close(reason="overflow: resubscribe for a snapshot")
                 return
         elif isinstance(event, LagSampled):
@@ -167,7 +196,7 @@ class Subscription:
         elif len(self._pending) >= self._max_pending:
             # A snapshot rebuilds the operation queue, so op progress may go, counted.
             self._dropped += 1
-            self._bus._dropped += 1
+            self._state.dropped += 1
             if not self._resync_pending:
                 self._resync_pending = True
                 self._pending.append(_Resync())
@@ -183,8 +212,17 @@ class Subscription:
             return heartbeat
         if isinstance(item, _Resync):
             self._resync_pending = False
+            if self._closed_reason is not None:
+                # Closed: later events never reached this buffer, so a snapshot of now
+                # would not follow on from it. The subscriber resubscribes instead.
+                return None
             self._resyncs += 1
-            return self._bus._snapshot()
+            snapshot = self._state.snapshot()
+            if not self._pending:
+                return snapshot
+            # Events still buffered are older than this snapshot: they go first.
+            self._pending.append(snapshot)
+            return None
         return item
 
     def receive_nowait(self) -> Event | None:
@@ -231,21 +269,12 @@ class EventBus:
     """
 
     def __init__(self, snapshot: Callable[[], Snapshot] | None = None) -> None:
-        self._snapshot_provider = snapshot
-        self._subscribers: list[Subscription] = []
+        self._state = _BusState(snapshot)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._published = 0
-        self._dropped = 0
-        self._overflow_closes = 0
 
     def set_snapshot_provider(self, snapshot: Callable[[], Snapshot]) -> None:
         """Name the function that builds a snapshot of the present state."""
-        self._snapshot_provider = snapshot
-
-    def _snapshot(self) -> Snapshot:
-        if self._snapshot_provider is None:
-            return Snapshot(at=0.0, session="")
-        return self._snapshot_provider()
+        self._state.snapshot_provider = snapshot
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Name the loop that :meth:`publish_threadsafe` hands events to."""
@@ -253,8 +282,10 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Give ``event`` to every subscriber; never blocks."""
-        self._published += 1
-        for subscription in self._subscribers:
+        self._state.published += 1
+        # A copy: a subscription closed for overflow during this loop leaves the list, and
+        # iterating the live list would then skip the subscriber after it.
+        for subscription in tuple(self._state.subscribers):
             subscription._offer(event)
 
     def publish_threadsafe(self, event: Event) -> None:
@@ -280,24 +311,22 @@ class EventBus:
         Returns:
             The subscription; close it when done.
         """
-        subscription = Subscription(self, self._snapshot(), max_pending=max_pending, hard_limit=hard_limit, name=name)
-        self._subscribers.append(subscription)
+        subscription = Subscription(
+            self._state, self._state.snapshot(), max_pending=max_pending, hard_limit=hard_limit, name=name
+        )
+        self._state.subscribers.append(subscription)
         return subscription
 
     def close(self) -> None:
         """Close every subscription (they still drain what they hold)."""
-        for subscription in list(self._subscribers):
+        for subscription in tuple(self._state.subscribers):
             subscription.close(reason="bus closed")
-
-    def _forget(self, subscription: Subscription) -> None:
-        if subscription in self._subscribers:
-            self._subscribers.remove(subscription)
 
     def statistics(self) -> BusStatistics:
         """Totals since the bus was made."""
         return BusStatistics(
-            published=self._published,
-            subscribers=len(self._subscribers),
-            dropped=self._dropped,
-            overflow_closes=self._overflow_closes,
+            published=self._state.published,
+            subscribers=len(self._state.subscribers),
+            dropped=self._state.dropped,
+            overflow_closes=self._state.overflow_closes,
         )
