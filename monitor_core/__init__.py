@@ -58,6 +58,7 @@ from ._policy import AdaptiveInterval
 from ._scheduler import Scheduler, UnknownBackend, UnknownJob
 from ._session import MonitorSession, SessionConfig, SessionSummary
 from ._source import ConnectionChanged, EventSource, InProcessSource
+from ._state_lock import StateDirectoryInUse
 from ._store import SessionStore
 
 __version__ = "0.1.0"
@@ -115,6 +116,7 @@ __all__ = [
     "SessionStore",
     "SessionSummary",
     "Snapshot",
+    "StateDirectoryInUse",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionStatistics",

@@ -23,6 +23,7 @@ from ._lane import SchedulerConfig
 from ._model import Job, JobStatus
 from ._outputs import OutputSink
 from ._scheduler import Scheduler
+from ._state_lock import StateDirectoryLock
 from ._store import SessionStore
 from .backends._base import Backend, Capabilities
 from .backends.dirac_sim import DEFAULT_CAPABILITIES as DIRAC_CAPABILITIES
@@ -164,11 +165,22 @@ class MonitorSession:
         self.resumed = False
         self.planned = 0
         self._started = 0.0
+        self._lock = StateDirectoryLock(self.state_dir)
 
     async def __aenter__(self) -> MonitorSession:
+        """Start the session.
+
+        Raises:
+            StateDirectoryInUse: another live session holds the state directory.
+        """
         self._started = time.monotonic()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SessionStore(self.state_dir / "session.sqlite")
+        # Before anything touches the directory: a second session must change nothing.
+        self._lock.acquire()
+        try:
+            self.store = SessionStore(self.state_dir / "session.sqlite")
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             await self._start()
         except BaseException:
@@ -276,6 +288,7 @@ class MonitorSession:
             await self.dirac_service.stop()
         if self.store is not None:
             self.store.close()
+        self._lock.release()
 
     def summary(self) -> SessionSummary:
         """Figures of the run so far, and the audit of every job."""
