@@ -198,11 +198,16 @@ class ServerStatistics:
 
 
 def _peer_credentials(writer: asyncio.StreamWriter) -> tuple[int, int, int] | None:
+    """The peer's (pid, uid, gid), or ``None`` when the kernel does not say."""
     sock = writer.get_extra_info("socket")
-    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or peercred is None:
         return None
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", raw)
+    except (OSError, struct.error):
+        return None
     return pid, uid, gid
 
 
@@ -398,8 +403,14 @@ class SocketServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections += 1
         credentials = _peer_credentials(writer)
-        pid = credentials[0] if credentials else None
-        if credentials is not None and credentials[1] not in (os.getuid(), 0):
+        if credentials is None:
+            # Who is at the other end is unknown, so it may be anyone: refuse, never assume.
+            self._refused_peers += 1
+            log.warning("refused a viewer whose credentials could not be read")
+            writer.close()
+            return
+        pid = credentials[0]
+        if credentials[1] not in (os.getuid(), 0):
             self._refused_peers += 1
             log.warning("refused a viewer of uid %d (pid %d): not this session's owner", credentials[1], pid)
             writer.close()

@@ -411,3 +411,22 @@ async def test_a_viewer_that_never_reads_does_not_slow_the_session_or_lose_job_s
             assert all(JobStatus(status).is_final for status in late.fold.final_states().values())
             writer.close()
             viewer.cancel()
+
+
+async def test_a_peer_whose_credentials_cannot_be_read_is_refused(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = EventBus(lambda: Snapshot(at=1.0, session="private"))
+    async with SocketServer(bus, session="private") as server:
+        # As on a system whose sockets do not report their peer (no SO_PEERCRED).
+        monkeypatch.delattr(socket, "SO_PEERCRED")
+        reader, writer = await asyncio.open_unix_connection(server.path)
+        assert await asyncio.wait_for(reader.read(4096), timeout=5) == b""  # hung up on without a byte
+        writer.close()
+        assert server.statistics().refused_peers == 1
+        monkeypatch.undo()
+        source = SocketSource(server.path, backoff=FAST)
+        stream = stream_of(source)
+        assert (await anext(stream)).connected  # type: ignore[union-attr]
+        assert await anext(stream) == Snapshot(at=1.0, session="private")
+        await stream.aclose()
