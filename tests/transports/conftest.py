@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-MOSQUITTO = "/usr/sbin/mosquitto"
+MOSQUITTO = os.environ.get("GANGA_MONITOR_MOSQUITTO", "/usr/sbin/mosquitto")
+"""The broker binary; the variable lets a test prove the fixture fails in CI when it cannot start."""
 _PR_SET_PDEATHSIG = 1
 MQTT_USER = "viewer"
 MQTT_PASSWORD = "s3cret-pass"
@@ -130,14 +131,25 @@ class Broker:
         self.start()
 
 
+def _unavailable(reason: str) -> None:
+    """In CI a missing component is a failure, as with Slurm and Ganga; elsewhere a skip."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A real mosquitto (installed if missing) with an anonymous and a password listener."""
     reason = _install_mosquitto()
     if reason is not None:
-        pytest.skip(f"cannot install mosquitto: {reason}")
+        _unavailable(f"cannot install mosquitto: {reason}")
     broker = Broker(tmp_path_factory.mktemp("mosquitto"), _free_port(), _free_port())
-    broker.start()
+    try:
+        broker.start()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        broker.stop()
+        _unavailable(f"mosquitto did not start: {exc}")
     try:
         yield broker
     finally:

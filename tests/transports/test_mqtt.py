@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -289,3 +291,43 @@ async def test_one_viewer_watches_every_session(broker: Broker, sims: Sims) -> N
     await stream.aclose()
     # Sessions of earlier tests are still retained by the broker, each under its own name.
     assert all(job.partition("/")[0] not in ("", "_viewer") for job in jobs)
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("1", "failed"), ("", "skipped")])
+def test_the_broker_fixture_fails_in_ci_when_mosquitto_cannot_start(ci: str, outcome: str) -> None:
+    # Runs one broker test in a child pytest whose mosquitto is a program that exits at once.
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "CI": ci,
+        "GANGA_MONITOR_MOSQUITTO": "/bin/false",
+        "PYTHONPATH": str(root),
+        "PYTEST_ADDOPTS": "",
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            f"{Path(__file__)}::test_password_listener_passes_credentials_through",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    tail = result.stdout[-600:]
+    if outcome == "failed":
+        assert result.returncode != 0, tail
+        assert "mosquitto did not start" in result.stdout, tail
+        assert "1 error" in tail or "1 failed" in tail, tail
+    else:
+        assert result.returncode == 0, tail
+        assert "1 skipped" in tail, tail
