@@ -177,7 +177,8 @@ class MonitorSession:
         # Before anything touches the directory: a second session must change nothing.
         self._lock.acquire()
         try:
-            self.store = SessionStore(self.state_dir / "session.sqlite")
+            self.store = SessionStore(self.state_dir / "session.sqlite", publish=self.bus.publish)
+            await self.store.open()
         except BaseException:
             self._lock.release()
             raise
@@ -196,7 +197,7 @@ class MonitorSession:
     async def _start(self) -> None:
         assert self.store is not None
         config = self.config
-        restored = self.store.load_jobs()
+        restored = await self.store.load_jobs()
         self.resumed = bool(restored)
         dirac_port = config.dirac_port
         embedded_dirac_lost = False
@@ -222,8 +223,8 @@ class MonitorSession:
         )
         await self.scheduler.__aenter__()
         if self.resumed:
-            self.planned = int(self.store.get_meta("planned") or len(restored))
-            self._restore(restored, embedded_dirac_lost)
+            self.planned = int(await self.store.get_meta("planned") or len(restored))
+            await self._restore(restored, embedded_dirac_lost)
         else:
             specs = generate_workload(
                 WorkloadConfig(
@@ -236,7 +237,7 @@ class MonitorSession:
                 )
             )
             self.planned = len(specs)
-            self.store.set_meta("planned", str(self.planned))
+            await self.store.set_meta("planned", str(self.planned))
             await self.scheduler.submit(specs)
 
     def _make_backends(self, dirac_port: int) -> list[Backend]:
@@ -267,10 +268,10 @@ class MonitorSession:
                 backends.append(slurm)
         return backends
 
-    def _restore(self, restored: list[Job], embedded_dirac_lost: bool) -> None:
+    async def _restore(self, restored: list[Job], embedded_dirac_lost: bool) -> None:
         assert self.scheduler is not None
         assert self.store is not None
-        collected = self.store.collected_outputs()
+        collected = await self.store.collected_outputs()
         self.scheduler.outputs_collected.update(collected)
         for job in restored:
             if job.backend not in self.scheduler.lanes:

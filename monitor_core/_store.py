@@ -4,6 +4,11 @@ Writes are batched: the scheduler marks jobs dirty and a flusher commits them on
 thread of its own every fraction of a second. What a crash can lose is only the last
 fraction of a second of status news, which the next poll learns again from the backend;
 submissions and output collections are written before they are acknowledged.
+
+A local fault (disk full, I/O or permission error) never escapes: the batch that failed
+stays dirty and is written again with backoff, a :class:`LocalFault` (``backend=None``)
+says so on the bus while it lasts and again with ``cleared=True`` once a write succeeds.
+Every call that touches the file runs on the store's own thread, never on the loop.
 """
 
 from __future__ import annotations
@@ -11,16 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
+from ._events import Event, LocalFault
 from ._model import Job, JobStatus
 
 __all__ = ["SessionStore"]
+
+log = logging.getLogger(__name__)
+
+_STORE_FAULTS: Final = (OSError, sqlite3.Error)
+"""What a full disk, an I/O error or a permission problem surfaces as, from the file or SQLite."""
+_WHAT: Final = "saving the session's jobs"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +65,7 @@ ON CONFLICT(job_id) DO UPDATE SET
     outcome=excluded.outcome, info=excluded.info
 """
 
+_T = TypeVar("_T")
 _Row = tuple[str, str, str, str, str | None, str, float, float, int | None, str | None, str | None, str]
 
 
@@ -75,21 +89,42 @@ def _row(job: Job) -> _Row:
 class SessionStore:
     """A session's SQLite file. Blocking calls run on the store's own thread.
 
+    Open it with ``await store.open()`` before use.
+
     Args:
         path: the database file (created if missing).
+        publish: where a :class:`LocalFault` about the store goes (the session's bus).
+        retry_cap: longest wait, seconds, between attempts to write while writes fail.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, publish: Callable[[Event], None] | None = None, retry_cap: float = 30.0) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # One thread owns the connection, so SQLite never sees two threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor[store]")
         self._connection: sqlite3.Connection | None = None
         self._dirty: dict[str, Job] = {}
-        self._flusher: asyncio.Task[None] | None = None
-        self._executor.submit(self._open).result()
+        self._outputs: dict[str, tuple[float, tuple[str, ...]]] = {}
+        """Output collections not yet written (a fault kept them out)."""
+        self._publish = publish
+        self._retry_cap = retry_cap
+        self._fault: str | None = None
+        self.failures = 0
+        """Writes that failed since the store was opened."""
+
+    async def _run(self, function: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    async def open(self) -> None:
+        """Create or open the file and its tables.
+
+        Raises:
+            OSError: the directory cannot be made.
+            sqlite3.Error: the file cannot be opened as a database.
+        """
+        await self._run(self._open)
 
     def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
@@ -97,14 +132,24 @@ class SessionStore:
         self._connection = connection
 
     def _db(self) -> sqlite3.Connection:
-        assert self._connection is not None
+        assert self._connection is not None, "SessionStore.open() was not awaited"
         return self._connection
+
+    @property
+    def failing(self) -> bool:
+        """True while writes fail (a :class:`LocalFault` is up)."""
+        return self._fault is not None
+
+    @property
+    def unsaved(self) -> int:
+        """Jobs and output collections waiting to be written."""
+        return len(self._dirty) + len(self._outputs)
 
     # -- reading -------------------------------------------------------------------------
 
-    def load_jobs(self) -> list[Job]:
+    async def load_jobs(self) -> list[Job]:
         """Every job the session has, in id order."""
-        rows = self._executor.submit(lambda: self._db().execute("SELECT * FROM jobs").fetchall()).result()
+        rows = await self._run(lambda: self._db().execute("SELECT * FROM jobs").fetchall())
         jobs = [
             Job(
                 job_id=r[0],
@@ -125,73 +170,117 @@ class SessionStore:
         jobs.sort(key=lambda job: (len(job.job_id), job.job_id))
         return jobs
 
-    def collected_outputs(self) -> dict[str, tuple[str, ...]]:
+    async def collected_outputs(self) -> dict[str, tuple[str, ...]]:
         """Job id -> files, for every output collected so far."""
-        rows = self._executor.submit(
-            lambda: self._db().execute("SELECT job_id, files FROM outputs").fetchall()
-        ).result()
+        rows = await self._run(lambda: self._db().execute("SELECT job_id, files FROM outputs").fetchall())
         return {job_id: tuple(json.loads(files)) for job_id, files in rows}
 
-    def get_meta(self, key: str) -> str | None:
+    async def get_meta(self, key: str) -> str | None:
         """A session-level setting, or ``None``."""
-        row = self._executor.submit(
-            lambda: self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        ).result()
+        row = await self._run(lambda: self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone())
         return None if row is None else str(row[0])
 
     # -- writing -------------------------------------------------------------------------
 
-    def set_meta(self, key: str, value: str) -> None:
-        """Remember a session-level setting now."""
-        self._executor.submit(
-            lambda: self._db().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-        ).result()
+    async def set_meta(self, key: str, value: str) -> None:
+        """Remember a session-level setting now.
 
-    def _write(self, rows: list[_Row]) -> None:
+        Raises:
+            OSError: the disk refused the write.
+            sqlite3.Error: SQLite refused the write (a full disk, an I/O error).
+        """
+        await self._run(lambda: self._db().execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value)))
+
+    def _write(self, rows: list[_Row], outputs: list[tuple[str, float, str]]) -> None:
         db = self._db()
         db.execute("BEGIN")
-        db.executemany(_UPSERT, rows)
-        db.execute("COMMIT")
-
-    async def save_now(self, jobs: Iterable[Job]) -> None:
-        """Write jobs before returning (used for submissions)."""
-        rows = [_row(job) for job in jobs]
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows)
+        try:
+            db.executemany(_UPSERT, rows)
+            db.executemany("INSERT OR IGNORE INTO outputs VALUES (?, ?, ?)", outputs)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
 
     def mark_dirty(self, job: Job) -> None:
         """Have the next flush write this job."""
         self._dirty[job.job_id] = job
 
+    async def save_now(self, jobs: Iterable[Job]) -> None:
+        """Write jobs before returning (used for submissions).
+
+        On a local fault the jobs stay queued for the flusher, which retries them.
+        """
+        for job in jobs:
+            self.mark_dirty(job)
+        await self.flush()
+
     async def record_output(self, job_id: str, files: tuple[str, ...]) -> None:
-        """Write that a job's output was collected, before returning."""
+        """Write that a job's output was collected, before returning.
 
-        def write() -> None:
-            self._db().execute(
-                "INSERT OR IGNORE INTO outputs VALUES (?, ?, ?)", (job_id, time.time(), json.dumps(list(files)))
-            )
+        On a local fault the record stays queued for the flusher, which retries it.
+        """
+        self._outputs.setdefault(job_id, (time.time(), files))
+        await self.flush()
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, write)
+    async def flush(self) -> bool:
+        """Write every dirty job and output record now; False when a local fault kept them."""
+        if not self._dirty and not self._outputs:
+            return True
+        # Take the batch; marks made while it is written go into a fresh one. On a fault the
+        # batch goes back, under anything marked since (the same job objects, so no loss).
+        jobs, self._dirty = self._dirty, {}
+        outputs, self._outputs = self._outputs, {}
+        rows = [_row(job) for job in jobs.values()]
+        records = [(job_id, at, json.dumps(list(files))) for job_id, (at, files) in outputs.items()]
+        try:
+            await self._run(lambda: self._write(rows, records))
+        except _STORE_FAULTS as exc:
+            self._dirty = jobs | self._dirty
+            self._outputs = outputs | self._outputs
+            self._failed(exc)
+            return False
+        self._succeeded()
+        return True
 
-    async def flush(self) -> None:
-        """Write every dirty job now."""
-        if not self._dirty:
-            return
-        rows = [_row(job) for job in self._dirty.values()]
-        self._dirty.clear()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows)
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        error = f"{type(exc).__name__}: {exc}"
+        if self._fault != error:
+            log.error("%s failed (%d jobs, %d outputs wait): %s", _WHAT, len(self._dirty), len(self._outputs), error)
+            self._fault = error
+            self._announce(LocalFault(at=time.time(), backend=None, what=_WHAT, error=error))
+
+    def _succeeded(self) -> None:
+        if self._fault is not None:
+            log.warning("%s works again", _WHAT)
+            self._announce(LocalFault(at=time.time(), backend=None, what=_WHAT, error=self._fault, cleared=True))
+            self._fault = None
+
+    def _announce(self, event: LocalFault) -> None:
+        if self._publish is not None:
+            self._publish(event)
 
     async def run_flusher(self, every: float = 0.5) -> None:
-        """Flush dirty jobs periodically until cancelled, then once more."""
+        """Flush periodically until cancelled, then once more; back off while writes fail."""
+        delay = every
         try:
             while True:
-                await asyncio.sleep(every)
-                await self.flush()
+                await asyncio.sleep(delay)
+                delay = every if await self.flush() else min(self._retry_cap, delay * 2)
         finally:
-            with contextlib.suppress(Exception):
-                rows = [_row(job) for job in self._dirty.values()]
-                self._dirty.clear()
-                if rows:
-                    self._executor.submit(self._write, rows).result()
+            # Cancelled: one last synchronous attempt (the loop is going away).
+            jobs, outputs = self._dirty, self._outputs
+            if jobs or outputs:
+                rows = [_row(job) for job in jobs.values()]
+                records = [(job_id, at, json.dumps(list(files))) for job_id, (at, files) in outputs.items()]
+                try:
+                    self._executor.submit(self._write, rows, records).result()
+                    self._dirty, self._outputs = {}, {}
+                except _STORE_FAULTS as exc:
+                    log.error("%s at the end failed; %d jobs are not saved: %s", _WHAT, len(jobs), exc)
 
     def close(self) -> None:
         """Close the database."""
