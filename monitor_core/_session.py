@@ -2,7 +2,9 @@
 
 The simulated session behind ``ganga-monitor-tui --demo``. It keeps its jobs in the
 state directory's SQLite store; started again on the same directory it resumes the jobs
-it had instead of submitting new ones.
+it had instead of submitting new ones. Its simulated grid lives beside it, not inside it:
+started in its own process group with its address in the state directory, it outlives a
+killed session as a real grid does, and the resumed session finds it there again.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from .backends.dirac_sim import DEFAULT_CAPABILITIES as DIRAC_CAPABILITIES
 from .backends.dirac_sim import DiracSimBackend
 from .backends.local import LocalBackend
 from .backends.slurm import SlurmBackend, SlurmCommands
-from .sim._dirac_client import DiracSimProcess
 from .sim._dirac_service import DiracSimConfig
+from .sim._grid import DiracGrid
 from .sim._workload import WorkloadConfig, generate_workload
 
 __all__ = ["KNOWN_BACKENDS", "MonitorSession", "SessionConfig", "SessionSummary"]
@@ -69,6 +71,8 @@ class SessionConfig:
     """Override of every backend's target poll interval, seconds."""
     seed: int = 7
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    grid_idle_exit: float = 600.0
+    """Seconds without a request after which a simulated grid left behind by a session stops."""
 
     def __post_init__(self) -> None:
         if self.jobs < 0:
@@ -161,7 +165,8 @@ class MonitorSession:
         self.state_dir = Path(config.state_dir)
         self.store: SessionStore | None = None
         self.scheduler: Scheduler | None = None
-        self.dirac_service: DiracSimProcess | None = None
+        self.grid: DiracGrid | None = None
+        """The simulated grid in the state directory, when a ``dirac-sim`` backend runs."""
         self.resumed = False
         self.planned = 0
         self._started = 0.0
@@ -200,18 +205,21 @@ class MonitorSession:
         restored = await self.store.load_jobs()
         self.resumed = bool(restored)
         dirac_port = config.dirac_port
-        embedded_dirac_lost = False
+        grid_lost = False
         if any(name.startswith("dirac-sim") for name in config.backends) and dirac_port is None:
-            self.dirac_service = DiracSimProcess(
+            self.grid = DiracGrid(
+                self.state_dir / "grid",
                 DiracSimConfig(
                     latency_median=config.dirac_latency,
                     error_rate=config.dirac_error_rate,
                     hang_rate=config.dirac_hang_rate,
                     seed=config.seed,
-                )
+                ),
+                idle_exit=config.grid_idle_exit,
             )
-            dirac_port = await self.dirac_service.start()
-            embedded_dirac_lost = self.resumed
+            dirac_port = await self.grid.find_or_start()
+            # A grid that had to be started anew never knew the jobs of the one before.
+            grid_lost = self.resumed and not self.grid.found
         backends = self._make_backends(dirac_port or 0)
         self.scheduler = Scheduler(
             backends,
@@ -224,7 +232,7 @@ class MonitorSession:
         await self.scheduler.__aenter__()
         if self.resumed:
             self.planned = int(await self.store.get_meta("planned") or len(restored))
-            await self._restore(restored, embedded_dirac_lost)
+            await self._restore(restored, grid_lost)
         else:
             specs = generate_workload(
                 WorkloadConfig(
@@ -268,7 +276,7 @@ class MonitorSession:
                 backends.append(slurm)
         return backends
 
-    async def _restore(self, restored: list[Job], embedded_dirac_lost: bool) -> None:
+    async def _restore(self, restored: list[Job], grid_lost: bool) -> None:
         assert self.scheduler is not None
         assert self.store is not None
         collected = await self.store.collected_outputs()
@@ -277,19 +285,35 @@ class MonitorSession:
             if job.backend not in self.scheduler.lanes:
                 log.error("job %s belongs to backend %s, which this session does not run", job.job_id, job.backend)
                 continue
-            if embedded_dirac_lost and job.backend.startswith("dirac-sim") and job.status.is_active:
-                # The simulated grid died with the previous session: say so, do not guess.
-                job.status, job.info = JobStatus.UNKNOWN, "the embedded simulated grid ended with the session"
+            if grid_lost and job.backend.startswith("dirac-sim") and job.status.is_active:
+                # The simulated grid stopped (idle, or the machine restarted): say so, do not guess.
+                job.status, job.info = JobStatus.UNKNOWN, "the simulated grid stopped before the session resumed"
             self.scheduler.track(job, source="restore")
 
     async def _stop(self, reason: str) -> None:
         if self.scheduler is not None:
             await self.scheduler.aclose(reason)
-        if self.dirac_service is not None:
-            await self.dirac_service.stop()
+        if self.grid is not None:
+            await self._leave_grid()
         if self.store is not None:
             self.store.close()
         self._lock.release()
+
+    async def _leave_grid(self) -> None:
+        """Stop the grid once nothing of this session runs on it; else leave it for a resume."""
+        assert self.grid is not None
+        jobs = self.scheduler.jobs.values() if self.scheduler is not None else ()
+        on_grid = sum(1 for job in jobs if job.backend.startswith("dirac-sim") and not job.status.is_final)
+        if on_grid == 0:
+            await self.grid.stop()
+        else:
+            log.info(
+                "%d jobs still on the simulated grid (pid %s): it keeps running for a resumed session, "
+                "and stops after %.0f s without one",
+                on_grid,
+                self.grid.pid,
+                self.config.grid_idle_exit,
+            )
 
     def summary(self) -> SessionSummary:
         """Figures of the run so far, and the audit of every job."""

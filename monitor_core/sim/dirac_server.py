@@ -7,6 +7,11 @@ carry a malformed entry, as configured; ``configure`` changes that at run time.
 
 Run it as its own process with ``python -m monitor_core.sim.dirac_server``; it prints
 ``{"port": N}`` once it listens and serves until its stdin closes.
+
+With ``--state-dir DIR`` it is a grid that outlives the session using it, as a real one
+does: it does not watch its stdin, it writes its pid, start time and port to
+``DIR/grid.json`` once it listens, and it stops by itself after ``--idle-exit`` seconds
+without a request (or on SIGTERM), removing that file.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Final
 
 from ._dirac_service import DiracSimConfig, DiracSimService, ServiceError
@@ -52,6 +60,8 @@ class DiracSimServer:
         self.ids_queried = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.last_request = time.monotonic()
+        """When the latest request arrived (for stopping when idle)."""
 
     @property
     def port(self) -> int:
@@ -112,6 +122,7 @@ class DiracSimServer:
         except (ValueError, KeyError, TypeError):
             return _encode({"OK": False, "Message": "malformed request"})
         self.calls[method] += 1
+        self.last_request = time.monotonic()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -196,13 +207,69 @@ async def _serve_until_stdin_closes(config: DiracSimConfig, port: int) -> None:
         await server.close()
 
 
+GRID_FILE: Final = "grid.json"
+
+
+def _process_start_time(pid: int) -> float:
+    """The kernel's start time of a process, the same figure psutil gives."""
+    import psutil  # only the detached grid needs it
+
+    return float(psutil.Process(pid).create_time())
+
+
+async def _serve_until_idle(config: DiracSimConfig, port: int, state_dir: Path, idle_exit: float) -> None:
+    server = DiracSimServer(config, port=port)
+    bound = await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    grid_file = _announce(state_dir, bound)
+    log.info("simulated grid pid %d listening on port %d", os.getpid(), bound)
+    try:
+        while not stop.is_set():
+            idle = time.monotonic() - server.last_request
+            if server.in_flight == 0 and idle >= idle_exit:
+                log.info("no request for %.0f s: stopping", idle)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.05, min(1.0, idle_exit - idle)))
+    finally:
+        _withdraw(grid_file)
+        await server.close()
+
+
+def _announce(state_dir: Path, port: int) -> Path:
+    """Write who and where this grid is, for a session that looks for it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    grid_file = state_dir / GRID_FILE
+    me = {"pid": os.getpid(), "started": _process_start_time(os.getpid()), "port": port}
+    temporary = grid_file.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(me))
+    os.replace(temporary, grid_file)  # whole or absent, never half-written
+    return grid_file
+
+
+def _withdraw(grid_file: Path) -> None:
+    """Remove the grid's file, unless a newer grid has written its own."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(grid_file.read_text()).get("pid") == os.getpid():
+            grid_file.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: serve the simulated service until stdin closes."""
+    """Command-line entry: serve until stdin closes, or as a detached grid until idle."""
     parser = argparse.ArgumentParser(prog="python -m monitor_core.sim.dirac_server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--config", default="{}", help="DiracSimConfig fields as JSON")
+    parser.add_argument("--state-dir", type=Path, default=None, help="run detached; write grid.json here")
+    parser.add_argument("--idle-exit", type=float, default=600.0, help="detached: stop after this many idle seconds")
     args = parser.parse_args(argv)
     config = DiracSimConfig(**json.loads(args.config))
+    if args.state_dir is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        asyncio.run(_serve_until_idle(config, args.port, args.state_dir, args.idle_exit))
+        return 0
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_stdin_closes(config, args.port))
     return 0
