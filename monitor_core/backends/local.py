@@ -5,6 +5,11 @@ file, its pid, stdout and stderr. Exits of processes this backend started, and o
 it adopted after a restart, are detected the moment they happen through a pidfd on the
 event loop; a process-table check answers polls, and covers any process a pidfd cannot
 watch. Jobs beyond ``max_running`` wait their turn, as on a batch slot.
+
+Every file read and write and every look at the process table runs on a worker thread: on
+a slow or hung filesystem the loop goes on. A pid is signalled only while it is still the
+process that was started (its start time, recorded at start, matches), never a process
+that reused the pid after a restart.
 """
 
 from __future__ import annotations
@@ -65,13 +70,38 @@ DEFAULT_CAPABILITIES: Final = Capabilities(
 @dataclass(slots=True)
 class _LocalJob:
     directory: Path
-    command: tuple[str, ...]
+    command: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     started_at: float | None = None
     pidfd: int | None = None
     status: JobStatus = JobStatus.SUBMITTED
     exit_code: int | None = None
+    adopted: bool = False
+    """Taken over from an earlier session and not yet read back from its directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What the job's directory and the process table say, read off the loop."""
+
+    running: bool
+    exit_code: int | None = None
+    returncode: int | None = None
+    killed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Adoption:
+    """An earlier session's job read back from its directory."""
+
+    command: tuple[str, ...] | None
+    pid: int | None = None
+    started_at: float | None = None
+
+
+_SAME_PROCESS: Final = 0.05
+"""Most seconds between a recorded and a read start time of one process (clock ticks, rounding)."""
 
 
 class LocalBackend(Backend):
@@ -98,73 +128,80 @@ class LocalBackend(Backend):
         self._jobs: dict[str, _LocalJob] = {}
         self._waiting: deque[str] = deque()
         self._running = 0
-        self._next = self._first_free_number()
+        self._next = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starter: asyncio.Task[None] | None = None
         self._start_wanted = asyncio.Event()
+        self._exits: set[asyncio.Task[None]] = set()
         self.pidfd_supported = hasattr(os, "pidfd_open")
 
     def _first_free_number(self) -> int:
-        if not self.workdir.is_dir():
-            return 1
+        self.workdir.mkdir(parents=True, exist_ok=True)
         numbers = [int(p.name[1:]) for p in self.workdir.glob("L*") if p.name[1:].isdigit()]
         return max(numbers, default=0) + 1
 
     async def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
+        self._next = max(self._next, await asyncio.to_thread(self._first_free_number))
         self._starter = asyncio.create_task(self._start_waiting_jobs(), name=f"monitor[lane={self.name}].starter")
 
     async def close(self) -> None:
-        if self._starter is not None:
-            self._starter.cancel()
+        tasks = [task for task in (self._starter, *self._exits) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._starter
+                await task
         for job in self._jobs.values():
             self._unwatch(job)
 
     # -- submission ---------------------------------------------------------------------
 
     async def submit(self, specs: Sequence[JobSpec]) -> list[str]:
-        ids = []
         for spec in specs:
             if not spec.command:
                 raise BackendError(f"job {spec.name!r} has no command")
-            backend_id = f"L{self._next}"
+        if self._next == 0:
+            self._next = await asyncio.to_thread(self._first_free_number)
+        numbered = []
+        for spec in specs:
+            numbered.append((f"L{self._next}", spec))
             self._next += 1
-            directory = self.workdir / backend_id
-            directory.mkdir(parents=True)
-            (directory / "spec.json").write_text(json.dumps({"name": spec.name, "command": list(spec.command)}))
-            self._jobs[backend_id] = _LocalJob(directory, spec.command)
+        await asyncio.to_thread(_make_job_directories, self.workdir, numbered)
+        ids = []
+        for backend_id, spec in numbered:
+            self._jobs[backend_id] = _LocalJob(self.workdir / backend_id, spec.command)
             self._waiting.append(backend_id)
             ids.append(backend_id)
         self._start_wanted.set()
         return ids
 
     def adopt(self, backend_id: str) -> None:
-        """Take over a job started by an earlier session, from its directory.
+        """Take over a job started by an earlier session.
 
-        Raises:
-            BackendError: there is no such job directory.
+        Its directory is read at the job's first poll, off the loop; a job whose directory
+        is gone is then rejected as unknown.
         """
         if backend_id in self._jobs:
             return
-        directory = self.workdir / backend_id
-        try:
-            spec = json.loads((directory / "spec.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"{backend_id}: no job directory to adopt") from exc
-        job = _LocalJob(directory, tuple(spec["command"]))
-        self._jobs[backend_id] = job
-        pid_file = directory / "pid"
-        if not pid_file.exists():
-            self._waiting.append(backend_id)
-            self._start_wanted.set()
-            return
-        pid_text, started_text = pid_file.read_text().split()
-        job.pid, job.started_at = int(pid_text), float(started_text)
-        job.status = JobStatus.RUNNING
-        if self._read_exit(backend_id, job) is None and self._alive(job):
+        self._jobs[backend_id] = _LocalJob(self.workdir / backend_id, status=JobStatus.RUNNING, adopted=True)
+
+    async def _read_adopted(self, backend_ids: list[str]) -> None:
+        readings = await asyncio.to_thread(lambda: {b: _read_adoption(self._jobs[b]) for b in backend_ids})
+        for backend_id, reading in readings.items():
+            job = self._jobs[backend_id]
+            if not job.adopted:
+                continue
+            job.adopted = False
+            if reading.command is None:
+                continue  # no directory: the poll rejects it as unknown
+            job.command = reading.command
+            if reading.pid is None:
+                job.status = JobStatus.SUBMITTED  # never started: it waits for a slot
+                self._waiting.append(backend_id)
+                self._start_wanted.set()
+                continue
+            job.pid, job.started_at = reading.pid, reading.started_at
             self._running += 1
             self._watch(backend_id, job)
 
@@ -197,6 +234,8 @@ class LocalBackend(Backend):
             start_new_session=True,
         )
         job.pid = job.process.pid
+        # The start time is the process's identity: after a restart, a pid is signalled or
+        # trusted as this job's only while the process under it started at this time.
         job.started_at = psutil.Process(job.pid).create_time()
         (job.directory / "pid").write_text(f"{job.pid} {job.started_at}")
 
@@ -222,25 +261,27 @@ class LocalBackend(Backend):
     def _on_exit(self, backend_id: str) -> None:
         job = self._jobs[backend_id]
         self._unwatch(job)
-        self._settle(backend_id, job)
+        # Reading the exit code is file I/O: off the loop, then settled back on it.
+        task = asyncio.ensure_future(self._settle_exited(backend_id, job))
+        self._exits.add(task)
+        task.add_done_callback(self._exits.discard)
 
-    def _settle(self, backend_id: str, job: _LocalJob) -> StatusReport | None:
+    async def _settle_exited(self, backend_id: str, job: _LocalJob) -> None:
+        probe = await asyncio.to_thread(_probe, job)
+        self._settle(backend_id, job, probe)
+
+    def _settle(self, backend_id: str, job: _LocalJob, probe: _Probe) -> StatusReport | None:
         """Resolve a job whose process may have ended; return the final report if so."""
         if job.status.is_final:
             return StatusReport(backend_id, job.status, "exited", job.exit_code)
-        if job.process is not None and job.process.poll() is None:
+        if probe.running:
             return None
-        code = self._read_exit(backend_id, job)
+        code = probe.exit_code if probe.exit_code is not None else probe.returncode
         if code is None:
-            if self._alive(job):
-                return None
-            if job.process is not None and job.process.returncode is not None:
-                code = job.process.returncode
-            elif (job.directory / "__killed__").exists():
-                code = -signal.SIGTERM
-            else:
+            if not probe.killed:
                 return self._finish(backend_id, job, JobStatus.FAILED, None, "process vanished without an exit code")
-        if (job.directory / "__killed__").exists():
+            code = -signal.SIGTERM
+        if probe.killed:
             return self._finish(backend_id, job, JobStatus.KILLED, code, "killed")
         status = JobStatus.COMPLETED if code == 0 else JobStatus.FAILED
         return self._finish(backend_id, job, status, code, f"exit code {code}")
@@ -254,62 +295,120 @@ class LocalBackend(Backend):
         self._report(report)
         return report
 
-    @staticmethod
-    def _read_exit(backend_id: str, job: _LocalJob) -> int | None:
-        try:
-            return int((job.directory / "__exitcode__").read_text())
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _alive(job: _LocalJob) -> bool:
-        if job.pid is None:
-            return False
-        try:
-            process = psutil.Process(job.pid)
-            if job.started_at is not None and abs(process.create_time() - job.started_at) > 1.0:
-                return False  # the pid was reused by another process
-            return process.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
-
     # -- the backend calls ----------------------------------------------------------------
 
     async def poll(self, backend_ids: Sequence[str]) -> PollResult:
+        adopted = [b for b in backend_ids if (job := self._jobs.get(b)) is not None and job.adopted]
+        if adopted:
+            await self._read_adopted(adopted)
         result = PollResult()
+        to_probe: list[tuple[str, _LocalJob]] = []
         for backend_id in backend_ids:
             job = self._jobs.get(backend_id)
-            if job is None:
+            if job is None or not job.command:
                 result.rejections.append(Rejection(backend_id, "unknown_job", "no such local job"))
             elif job.status == JobStatus.SUBMITTED:
                 result.reports.append(StatusReport(backend_id, JobStatus.SUBMITTED, "waiting for a slot"))
+            elif job.status.is_final:
+                result.reports.append(StatusReport(backend_id, job.status, "exited", job.exit_code))
             else:
-                settled = self._settle(backend_id, job)
+                to_probe.append((backend_id, job))
+        if to_probe:
+            probes = await asyncio.to_thread(lambda: [_probe(job) for _, job in to_probe])
+            for (backend_id, job), probe in zip(to_probe, probes, strict=True):
+                settled = self._settle(backend_id, job, probe)
                 result.reports.append(settled or StatusReport(backend_id, JobStatus.RUNNING, f"pid {job.pid}"))
         return result
 
     async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
         job = self._jobs.get(backend_id)
         directory = job.directory if job is not None else self.workdir / backend_id
-        if not directory.is_dir():
-            raise OutputUnavailable(f"{backend_id}: job directory is gone")
-        return await asyncio.to_thread(_copy_outputs, directory, destination)
+        return await asyncio.to_thread(_copy_outputs, backend_id, directory, destination)
 
     async def kill(self, backend_id: str) -> None:
         job = self._jobs.get(backend_id)
         if job is None:
             raise BackendError(f"{backend_id}: unknown job")
-        (job.directory / "__killed__").touch()
+        if job.adopted:
+            await self._read_adopted([backend_id])
+        await asyncio.to_thread((job.directory / "__killed__").touch)
         if job.status == JobStatus.SUBMITTED:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(backend_id)
             self._finish(backend_id, job, JobStatus.KILLED, None, "killed before it started")
-        elif job.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(job.pid, signal.SIGTERM)
+        elif job.pid is not None and not await asyncio.to_thread(_signal_if_same, job.pid, job.started_at):
+            log.warning("%s: %s's pid %d is another process now; not signalling it", self.name, backend_id, job.pid)
 
 
-def _copy_outputs(source: Path, destination: Path) -> FetchResult:
+def _make_job_directories(workdir: Path, numbered: list[tuple[str, JobSpec]]) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    for backend_id, spec in numbered:
+        directory = workdir / backend_id
+        directory.mkdir()
+        (directory / "spec.json").write_text(json.dumps({"name": spec.name, "command": list(spec.command)}))
+
+
+def _read_adoption(job: _LocalJob) -> _Adoption:
+    try:
+        spec = json.loads((job.directory / "spec.json").read_text())
+        command = tuple(str(part) for part in spec["command"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _Adoption(None)
+    try:
+        pid_text, started_text = (job.directory / "pid").read_text().split()
+        return _Adoption(command, int(pid_text), float(started_text))
+    except FileNotFoundError:
+        return _Adoption(command)
+    except (OSError, ValueError):
+        # A pid file cut short by a crash: the process may run, but which one it is is unknown.
+        return _Adoption(command, -1, None)
+
+
+def _read_exit(job: _LocalJob) -> int | None:
+    try:
+        return int((job.directory / "__exitcode__").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_same_process(pid: int, started_at: float | None) -> bool:
+    """Whether ``pid`` is alive and still the process that started at ``started_at``."""
+    if pid <= 0 or started_at is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started_at) > _SAME_PROCESS:
+            return False  # the pid was reused by another process
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _probe(job: _LocalJob) -> _Probe:
+    """Blocking: what the job's files and the process table say now."""
+    returncode = None
+    if job.process is not None:
+        returncode = job.process.poll()
+        if returncode is None:
+            return _Probe(running=True)
+    code = _read_exit(job)
+    if code is None and job.process is None and job.pid is not None and _is_same_process(job.pid, job.started_at):
+        return _Probe(running=True)
+    return _Probe(running=False, exit_code=code, returncode=returncode, killed=(job.directory / "__killed__").exists())
+
+
+def _signal_if_same(pid: int, started_at: float | None) -> bool:
+    """SIGTERM the job's process group if ``pid`` is still that job's process; False if it is not."""
+    if not _is_same_process(pid, started_at):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    return True
+
+
+def _copy_outputs(backend_id: str, source: Path, destination: Path) -> FetchResult:
+    if not source.is_dir():
+        raise OutputUnavailable(f"{backend_id}: job directory is gone")
     names = []
     for path in sorted(source.iterdir()):
         if path.name in _INTERNAL_FILES or not path.is_file():

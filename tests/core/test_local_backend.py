@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from monitor_core import EventBus, JobChanged, JobSpec, JobStatus, OutputSink, Scheduler
@@ -135,3 +137,45 @@ def test_pidfd_is_available_here() -> None:
     fd = os.pidfd_open(process.pid)
     os.close(fd)
     process.wait()
+
+
+async def test_a_reused_pid_is_never_signalled_nor_taken_for_the_job(tmp_path: Path) -> None:
+    # An earlier session's job directory names a pid that now belongs to another process
+    # (started later, as after a reboot or a pid wrap): the kill must not reach it.
+    stranger = await asyncio.to_thread(subprocess.Popen, ["sleep", "30"], start_new_session=True)
+    try:
+        started = psutil.Process(stranger.pid).create_time()
+        directory = tmp_path / "local" / "L1"
+        directory.mkdir(parents=True)
+        (directory / "spec.json").write_text(json.dumps({"name": "old", "command": ["sleep", "30"]}))
+        (directory / "pid").write_text(f"{stranger.pid} {started - 5.0}")
+        backend = LocalBackend(tmp_path / "local", capabilities=SLOW_POLL)
+        await backend.start()
+        try:
+            backend.adopt("L1")
+            await backend.kill("L1")
+            await asyncio.sleep(0.2)
+            assert stranger.poll() is None, "a process that merely reused the pid was signalled"
+            (report,) = (await backend.poll(["L1"])).reports
+            assert report.status.is_final, "a stranger's process was taken for the job"
+        finally:
+            await backend.close()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+async def test_the_start_time_is_recorded_at_submit(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "local", capabilities=SLOW_POLL)
+    await backend.start()
+    try:
+        (backend_id,) = await backend.submit([spec("timed", 5, 0)])
+        pid_file = tmp_path / "local" / backend_id / "pid"
+        await until(pid_file.exists, within=10)
+        pid_text, started_text = pid_file.read_text().split()
+        assert abs(psutil.Process(int(pid_text)).create_time() - float(started_text)) < 0.05
+        await backend.kill(backend_id)
+        report = await polled_until_final(backend, backend_id)
+        assert report.status == JobStatus.KILLED
+    finally:
+        await backend.close()
