@@ -7,6 +7,9 @@
   each. A worker that dies mid-call is restarted and the call fails with
   :class:`WorkerDied` (retryable); a call that is cancelled (a timeout) kills its worker,
   because a hung client can only be stopped that way, and a fresh worker takes its place.
+  A replacement that cannot be started (no memory, no processes left, the interpreter
+  gone) is retried with backoff, logged and counted until it starts: a slot is never
+  lost for good.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import struct
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +65,10 @@ class RunnerStatistics:
     restarts: int
     abandoned: int
     """Calls given up on while still running (threads cannot be stopped)."""
+    respawn_failures: int = 0
+    """Attempts to start a replacement worker that failed (each is retried)."""
+    slots_empty: int = 0
+    """Worker slots waiting for a replacement to start, now."""
 
 
 class CallRunner(abc.ABC):
@@ -69,6 +78,8 @@ class CallRunner(abc.ABC):
         self._calls = 0
         self._restarts = 0
         self._abandoned = 0
+        self._respawn_failures = 0
+        self._slots_empty = 0
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Start threads or workers."""
@@ -86,7 +97,7 @@ class CallRunner(abc.ABC):
 
     def statistics(self) -> RunnerStatistics:
         """Counters since start."""
-        return RunnerStatistics(self._calls, self._restarts, self._abandoned)
+        return RunnerStatistics(self._calls, self._restarts, self._abandoned, self._respawn_failures, self._slots_empty)
 
 
 class AsyncRunner(CallRunner):
@@ -200,12 +211,25 @@ class ProcessRunner(CallRunner):
         size: number of workers, i.e. calls in flight at once.
         name: the backend's name, for logs and task names.
         stderr: file that receives the workers' stderr (discarded when ``None``).
+        python: the interpreter that runs the workers.
+        respawn_backoff: first and longest wait, seconds, between attempts to replace a worker.
     """
 
     def __init__(
-        self, factory: str, options: dict[str, Any], *, size: int, name: str, stderr: Path | None = None
+        self,
+        factory: str,
+        options: dict[str, Any],
+        *,
+        size: int,
+        name: str,
+        stderr: Path | None = None,
+        python: str = sys.executable,
+        respawn_backoff: tuple[float, float] = (0.2, 30.0),
     ) -> None:
         super().__init__()
+        self._python = python
+        self._respawn_backoff = respawn_backoff
+        self._respawning: set[asyncio.Task[None]] = set()
         self._factory = factory
         self._options = options
         self._size = size
@@ -229,7 +253,7 @@ class ProcessRunner(CallRunner):
 
     async def _spawn(self) -> _Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            self._python,
             "-m",
             "monitor_core.backends._worker_main",
             self._factory,
@@ -253,16 +277,57 @@ class ProcessRunner(CallRunner):
         await self._retire(worker)
         if not self._closed:
             self._restarts += 1
-            self._idle.put_nowait(await self._spawn())
+            self._refill_slot()
+
+    def _refill_slot(self) -> None:
+        """Start a replacement worker in the background, however many attempts it takes."""
+        self._slots_empty += 1
+        task = asyncio.ensure_future(self._fill_slot())
+        self._respawning.add(task)
+        task.add_done_callback(self._respawning.discard)
+
+    async def _fill_slot(self) -> None:
+        first, cap = self._respawn_backoff
+        delay = first
+        try:
+            while not self._closed:
+                try:
+                    worker = await self._spawn()
+                except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                    self._respawn_failures += 1
+                    log.error(
+                        "%s: could not start a replacement worker (%s: %s); %d of %d slots empty, retrying in %.1f s",
+                        self._name,
+                        type(exc).__name__,
+                        exc,
+                        self._slots_empty,
+                        self._size,
+                        delay,
+                    )
+                    await asyncio.sleep(delay * random.uniform(0.75, 1.0))
+                    delay = min(cap, delay * 2)
+                    continue
+                if self._closed:
+                    await self._retire(worker)
+                else:
+                    if delay > first:
+                        log.warning(
+                            "%s: a replacement worker started after %d failures", self._name, self._respawn_failures
+                        )
+                    self._idle.put_nowait(worker)
+                return
+        finally:
+            self._slots_empty -= 1
 
     async def call(self, method: str, *args: Any) -> Any:
         self._calls += 1
         worker = await self._idle.get()
-        if not worker.alive:
+        while not worker.alive:
             log.warning("%s: worker pid %d died while idle; restarting it", self._name, worker.process.pid)
             await self._retire(worker)
             self._restarts += 1
-            worker = await self._spawn()
+            self._refill_slot()
+            worker = await self._idle.get()
         try:
             result = await worker.request(method, args)
         except asyncio.CancelledError:
@@ -281,6 +346,11 @@ class ProcessRunner(CallRunner):
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._respawning):
+            task.cancel()
+        for task in list(self._respawning):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for worker in list(self._workers):
             if worker.process.stdin is not None:
                 worker.process.stdin.close()
