@@ -14,6 +14,13 @@ an async generator). Topic tree, under a prefix (default ``ganga-monitor``)::
 
 A late viewer sees the present at once from the retained topics. Every payload is one
 message of the wire schema.
+
+Job changes, job records and the session's status go to the broker at QoS 1: the broker
+acknowledges each, and the bridge's awaiting that acknowledgement paces it (its own bus
+subscription coalesces what can be rebuilt meanwhile). Operation progress, lag and the
+summary snapshot go at QoS 0: each is superseded by the next. After any reconnection the
+bridge publishes the whole present again (a fresh bus snapshot), so what a dropped
+connection cost is made good by the retained topics.
 """
 
 from __future__ import annotations
@@ -352,14 +359,16 @@ class MqttBridge:
             finally:
                 self.connected.clear()
 
-    async def _publish(self, client: aiomqtt.Client, topic: str, event: Event, *, retain: bool = False) -> None:
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, event: Event, *, retain: bool = False, qos: int = 0
+    ) -> None:
         self.published += 1
-        await client.publish(topic, encode_event(event), qos=0, retain=retain)
+        await client.publish(topic, encode_event(event), qos=qos, retain=retain)
 
     async def _publish_state(self, client: aiomqtt.Client, fold: StateFold, at: float) -> None:
         for record in fold.jobs.values():
             await self._publish(
-                client, self.topics.job(record.backend, record.job_id), JobAdded(at=at, job=record), retain=True
+                client, self.topics.job(record.backend, record.job_id), JobAdded(at=at, job=record), retain=True, qos=1
             )
         for backend in fold.backends.values():
             await self._publish(
@@ -417,12 +426,16 @@ class MqttBridge:
         if isinstance(event, Snapshot):
             await self._publish_state(client, fold, event.at)
         elif isinstance(event, JobAdded):
-            await self._publish(client, topics.job(event.job.backend, event.job.job_id), event, retain=True)
+            await self._publish(client, topics.job(event.job.backend, event.job.job_id), event, retain=True, qos=1)
         elif isinstance(event, JobChanged):
-            await self._publish(client, topics.events, event)
+            await self._publish(client, topics.events, event, qos=1)
             record = fold.jobs[event.job_id]
             await self._publish(
-                client, topics.job(record.backend, record.job_id), JobAdded(at=event.at, job=record), retain=True
+                client,
+                topics.job(record.backend, record.job_id),
+                JobAdded(at=event.at, job=record),
+                retain=True,
+                qos=1,
             )
         elif isinstance(event, LagSampled):
             await self._publish(client, topics.backend(event.backend.name), event, retain=True)

@@ -331,3 +331,26 @@ def test_the_broker_fixture_fails_in_ci_when_mosquitto_cannot_start(ci: str, out
     else:
         assert result.returncode == 0, tail
         assert "1 skipped" in tail, tail
+
+
+async def test_job_changes_and_records_reach_a_qos1_subscriber_at_qos1(broker: Broker, sims: Sims) -> None:
+    topics = Topics("ganga-monitor", "qos")
+    seen: dict[str, set[int]] = {"JobChanged": set(), "JobAdded": set(), "OpQueued": set()}
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="qos-probe") as client:
+        await client.subscribe(f"{topics.root}/#", qos=1)
+        process = sims.start("qos", broker.url, "--jobs", "6", "--exit-when-done", "--linger", "1")
+        async with asyncio.timeout(60):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                event = decode_event(message.payload)
+                kind = type(event).__name__
+                if kind in seen:
+                    seen[kind].add(message.qos)
+                if isinstance(event, SessionEnded):
+                    break
+        assert await wait_process(process) == 0
+    # The broker delivers at the lower of the publisher's and the subscriber's QoS, so a
+    # QoS 1 here proves the session published job changes and job records at QoS 1.
+    assert seen["JobChanged"] == {1}
+    assert seen["JobAdded"] == {1}
+    assert seen["OpQueued"] <= {0}  # progress is superseded by the next; it stays at QoS 0
