@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from monitor_core.sim import DiracSimConfig, DiracSimProcess
 
 pytest_plugins = ["tests.slurm_cluster"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_grid_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Stop the simulated grids that demo sessions of this run left for a resume.
+
+    A session that ends with jobs still on its grid leaves the grid running, as a real one
+    would (it stops by itself when idle); the tests do not wait for that. Sessions given no
+    state directory make theirs under ``$XDG_STATE_HOME``, which points under the run's
+    temporary directory too, so that no test writes into the home directory.
+    """
+    base = str(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+        yield
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error, ValueError):
+            cmdline = process.info["cmdline"] or []
+            if "monitor_core.sim.dirac_server" in cmdline and "--state-dir" in cmdline:
+                state_dir = cmdline[cmdline.index("--state-dir") + 1]
+                if Path(state_dir).is_relative_to(base):
+                    process.kill()
 
 
 @pytest.fixture
