@@ -171,6 +171,8 @@ class MonitorSession:
         self.planned = 0
         self._started = 0.0
         self._lock = StateDirectoryLock(self.state_dir)
+        self._all_tracked = False
+        """Every job of the session is tracked (submitted or restored): the start completed."""
 
     async def __aenter__(self) -> MonitorSession:
         """Start the session.
@@ -247,6 +249,7 @@ class MonitorSession:
             self.planned = len(specs)
             await self.store.set_meta("planned", str(self.planned))
             await self.scheduler.submit(specs)
+        self._all_tracked = True
 
     def _make_backends(self, dirac_port: int) -> list[Backend]:
         config = self.config
@@ -302,7 +305,11 @@ class MonitorSession:
     async def _leave_grid(self) -> None:
         """Stop the grid once nothing of this session runs on it; else leave it for a resume."""
         assert self.grid is not None
-        jobs = self.scheduler.jobs.values() if self.scheduler is not None else ()
+        if self.scheduler is None or not self._all_tracked:
+            # Started only part way: what is on the grid is unknown here, so a resume may need it.
+            log.info("the simulated grid (pid %s) is left running for a resumed session", self.grid.pid)
+            return
+        jobs = self.scheduler.jobs.values()
         on_grid = sum(1 for job in jobs if job.backend.startswith("dirac-sim") and not job.status.is_final)
         if on_grid == 0:
             await self.grid.stop()
