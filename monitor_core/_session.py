@@ -9,6 +9,7 @@ killed session as a real grid does, and the resumed session finds it there again
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -71,7 +72,7 @@ class SessionConfig:
     """Override of every backend's target poll interval, seconds."""
     seed: int = 7
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    grid_idle_exit: float = 600.0
+    grid_idle_exit: float = 300.0
     """Seconds without a request after which a simulated grid left behind by a session stops."""
 
     def __post_init__(self) -> None:
@@ -172,6 +173,7 @@ class MonitorSession:
         self._started = 0.0
         self._lock = StateDirectoryLock(self.state_dir)
         self._all_tracked = False
+        self._grid_keepalive: asyncio.Task[None] | None = None
         """Every job of the session is tracked (submitted or restored): the start completed."""
 
     async def __aenter__(self) -> MonitorSession:
@@ -220,8 +222,9 @@ class MonitorSession:
                 idle_exit=config.grid_idle_exit,
             )
             dirac_port = await self.grid.find_or_start()
-            # A grid that had to be started anew never knew the jobs of the one before.
-            grid_lost = self.resumed and not self.grid.found
+            self._grid_keepalive = asyncio.create_task(self.grid.keep_alive(), name="monitor.grid-keepalive")
+            # A grid started anew knows the earlier jobs only through its journal.
+            grid_lost = self.resumed and not self.grid.knows_earlier_jobs
         backends = self._make_backends(dirac_port or 0)
         self.scheduler = Scheduler(
             backends,
@@ -289,13 +292,16 @@ class MonitorSession:
                 log.error("job %s belongs to backend %s, which this session does not run", job.job_id, job.backend)
                 continue
             if grid_lost and job.backend.startswith("dirac-sim") and job.status.is_active:
-                # The simulated grid stopped (idle, or the machine restarted): say so, do not guess.
-                job.status, job.info = JobStatus.UNKNOWN, "the simulated grid stopped before the session resumed"
+                # The grid and its journal are gone: say so, do not guess.
+                job.status, job.info = JobStatus.UNKNOWN, "the simulated grid lost its jobs before the session resumed"
             self.scheduler.track(job, source="restore")
 
     async def _stop(self, reason: str) -> None:
         if self.scheduler is not None:
             await self.scheduler.aclose(reason)
+        if self._grid_keepalive is not None:
+            self._grid_keepalive.cancel()
+            await asyncio.gather(self._grid_keepalive, return_exceptions=True)
         if self.grid is not None:
             await self._leave_grid()
         if self.store is not None:

@@ -190,6 +190,55 @@ class DiracSimService:
             answer[str(job_id)] = {"Status": status, "MinorStatus": minor, "Site": "LCG.Sim.org"}
         return answer
 
+    def records(self, ids: list[int], wall: float) -> list[dict[str, Any]]:
+        """The jobs' timelines as JSON-able records, their times as wall-clock times.
+
+        Args:
+            ids: the jobs.
+            wall: the wall-clock time that is this service's now.
+        """
+        now = self._clock()
+        records = []
+        for job_id in ids:
+            job = self._jobs.get(int(job_id))
+            if job is None:
+                continue
+            record = {name: getattr(job, name) for name in _SimJob.__dataclass_fields__}
+            record["id"] = int(job_id)
+            record["submitted"] = wall - (now - job.submitted)
+            record["killed_at"] = None if job.killed_at is None else wall - (now - job.killed_at)
+            record["queue_steps"] = list(job.queue_steps)
+            records.append(record)
+        return records
+
+    def restore(self, records: list[dict[str, Any]], wall: float) -> int:
+        """Take back jobs from :meth:`records` (a later record of a job replaces an earlier one).
+
+        Args:
+            records: what :meth:`records` gave, possibly by another process.
+            wall: the wall-clock time that is this service's now.
+
+        Returns:
+            How many jobs the service knows afterwards.
+
+        Raises:
+            ServiceError: a record is malformed.
+        """
+        now = self._clock()
+        try:
+            for record in records:
+                fields = {name: record[name] for name in _SimJob.__dataclass_fields__}
+                fields["submitted"] = now - (wall - float(record["submitted"]))
+                killed = record["killed_at"]
+                fields["killed_at"] = None if killed is None else now - (wall - float(killed))
+                fields["queue_steps"] = tuple(float(step) for step in record["queue_steps"])
+                job_id = int(record["id"])
+                self._jobs[job_id] = _SimJob(**fields)
+                self._next_id = max(self._next_id, job_id)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ServiceError(f"malformed job record: {exc}") from exc
+        return len(self._jobs)
+
     def kill(self, ids: list[int]) -> None:
         """Mark jobs for termination; they show Killed from now on."""
         now = self._clock()

@@ -5,7 +5,8 @@ session finds them there. The simulated one behaves the same: it runs in its own
 group (a signal to the session's group does not reach it), it writes its pid, start time
 and port to ``DIR/grid.json``, a session started on the same state directory finds it
 again through that file (checking that the pid is still that process, not a reused pid),
-and it stops by itself after a spell without requests.
+and it stops by itself after a spell without requests. The grid journals its jobs in the
+same directory, so one started again after the first stopped still knows them.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class DiracGrid:
         idle_exit: seconds without a request after which the grid stops by itself.
     """
 
-    def __init__(self, directory: Path, config: DiracSimConfig, *, idle_exit: float = 600.0) -> None:
+    def __init__(self, directory: Path, config: DiracSimConfig, *, idle_exit: float = 300.0) -> None:
         self.directory = Path(directory)
         self.config = config
         self.idle_exit = idle_exit
@@ -75,6 +76,13 @@ class DiracGrid:
         self.started: float | None = None
         self.found = False
         """True when a running grid was found again rather than started."""
+        self.restored = 0
+        """Jobs a newly started grid took back from the journal of an earlier one."""
+
+    @property
+    def knows_earlier_jobs(self) -> bool:
+        """Whether the jobs an earlier session put on this state directory's grid are known to it."""
+        return self.found or self.restored > 0
 
     async def find_or_start(self) -> int:
         """Reach the grid of this state directory, starting one if none runs; return its port.
@@ -122,7 +130,13 @@ class DiracGrid:
             info = await asyncio.to_thread(read_grid_file, self.directory)
             if info is not None and info["pid"] == process.pid:
                 self.pid, self.started, self.port = process.pid, float(info["started"]), int(info["port"])
-                log.info("started the simulated grid (pid %d, port %d)", self.pid, self.port)
+                self.restored = int(info.get("restored", 0))
+                log.info(
+                    "started the simulated grid (pid %d, port %d, %d jobs taken back)",
+                    self.pid,
+                    self.port,
+                    self.restored,
+                )
                 return
             if process.poll() is not None:
                 break
@@ -131,6 +145,21 @@ class DiracGrid:
             process.kill()
         tail = await asyncio.to_thread(_tail, self.directory / "grid.log")
         raise RuntimeError(f"the simulated grid did not start: {tail}")
+
+    async def keep_alive(self) -> None:
+        """Ping the grid often enough that it never idles out under a live session (until cancelled).
+
+        A session may leave its grid without calls for long (its backend paused, every job final
+        and its outputs collected); the grid must still be there if it needs it again.
+        """
+        every = max(0.05, self.idle_exit / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with asyncio.timeout(5):
+                    await DiracAsyncClient(port=self.port).call("ping")
+            except (OSError, ValueError, TimeoutError) as exc:
+                log.warning("the simulated grid (pid %s) did not answer a ping: %s", self.pid, exc)
 
     async def stop(self) -> None:
         """Stop the grid (when it is still the process that was found or started)."""

@@ -11,7 +11,10 @@ Run it as its own process with ``python -m monitor_core.sim.dirac_server``; it p
 With ``--state-dir DIR`` it is a grid that outlives the session using it, as a real one
 does: it does not watch its stdin, it writes its pid, start time and port to
 ``DIR/grid.json`` once it listens, and it stops by itself after ``--idle-exit`` seconds
-without a request (or on SIGTERM), removing that file.
+without a request (or on SIGTERM), removing that file. It also journals every job it
+accepts or kills to ``DIR/jobs.jsonl`` and reads that journal back when it starts, so a
+grid started again on the same directory still knows every job (and where each one's
+timeline has got to in the meantime).
 """
 
 from __future__ import annotations
@@ -49,8 +52,18 @@ class DiracSimServer:
         port: TCP port, 0 for a free one.
     """
 
-    def __init__(self, config: DiracSimConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, config: DiracSimConfig, *, host: str = "127.0.0.1", port: int = 0, journal: Path | None = None
+    ) -> None:
         self.service = DiracSimService(config, time.monotonic)
+        self.journal = journal
+        """Where accepted and killed jobs are appended (JSON lines), or ``None``."""
+        if journal is not None:
+            try:
+                self.restored = self.service.restore(_read_journal(journal), time.time())
+            except ServiceError as exc:
+                log.error("journal %s: %s; going on with the jobs read before it", journal, exc)
+                self.restored = len(self.service)
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
@@ -62,6 +75,8 @@ class DiracSimServer:
         self.max_in_flight = 0
         self.last_request = time.monotonic()
         """When the latest request arrived (for stopping when idle)."""
+        if journal is None:
+            self.restored = 0
 
     @property
     def port(self) -> int:
@@ -94,6 +109,7 @@ class DiracSimServer:
             "ids_queried": self.ids_queried,
             "max_in_flight": self.max_in_flight,
             "jobs": len(self.service),
+            "restored": self.restored,
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -157,8 +173,10 @@ class DiracSimServer:
             elif method == "submitJobs":
                 await asyncio.sleep(service.draw_latency(0) / 4)
                 value = service.submit(list(params))
+                self._write_journal(value)
             elif method == "killJob":
                 service.kill(list(params))
+                self._write_journal(list(params))
                 value = None
             elif method == "configure":
                 service.config = dataclasses.replace(config, **dict(params))
@@ -174,6 +192,31 @@ class DiracSimServer:
         except (TypeError, ValueError) as exc:
             return _encode({"OK": False, "Message": f"bad parameters: {exc}"})
         return _encode({"OK": True, "Value": value})
+
+    def _write_journal(self, ids: list[int]) -> None:
+        # Written before the answer goes out: a job the client was told of is on disk.
+        if self.journal is None or not ids:
+            return
+        lines = "".join(json.dumps(record) + "\n" for record in self.service.records(ids, time.time()))
+        with self.journal.open("a") as stream:
+            stream.write(lines)
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    """The journal's records; a line cut short by a crash ends it."""
+    records: list[dict[str, Any]] = []
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return records
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _encode(message: dict[str, Any]) -> bytes:
@@ -218,13 +261,16 @@ def _process_start_time(pid: int) -> float:
 
 
 async def _serve_until_idle(config: DiracSimConfig, port: int, state_dir: Path, idle_exit: float) -> None:
-    server = DiracSimServer(config, port=port)
+    state_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - before serving anything
+    server = DiracSimServer(config, port=port, journal=state_dir / "jobs.jsonl")
+    if server.restored:
+        log.info("took back %d jobs from the journal", server.restored)
     bound = await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    grid_file = _announce(state_dir, bound)
+    grid_file = _announce(state_dir, bound, server.restored)
     log.info("simulated grid pid %d listening on port %d", os.getpid(), bound)
     try:
         while not stop.is_set():
@@ -239,11 +285,10 @@ async def _serve_until_idle(config: DiracSimConfig, port: int, state_dir: Path, 
         await server.close()
 
 
-def _announce(state_dir: Path, port: int) -> Path:
-    """Write who and where this grid is, for a session that looks for it."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+def _announce(state_dir: Path, port: int, restored: int) -> Path:
+    """Write who and where this grid is, and how many jobs it took back, for a session to find."""
     grid_file = state_dir / GRID_FILE
-    me = {"pid": os.getpid(), "started": _process_start_time(os.getpid()), "port": port}
+    me = {"pid": os.getpid(), "started": _process_start_time(os.getpid()), "port": port, "restored": restored}
     temporary = grid_file.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(json.dumps(me))
     os.replace(temporary, grid_file)  # whole or absent, never half-written
@@ -263,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--config", default="{}", help="DiracSimConfig fields as JSON")
     parser.add_argument("--state-dir", type=Path, default=None, help="run detached; write grid.json here")
-    parser.add_argument("--idle-exit", type=float, default=600.0, help="detached: stop after this many idle seconds")
+    parser.add_argument("--idle-exit", type=float, default=300.0, help="detached: stop after this many idle seconds")
     args = parser.parse_args(argv)
     config = DiracSimConfig(**json.loads(args.config))
     if args.state_dir is not None:
