@@ -113,7 +113,8 @@ async def test_faults_are_retried_and_garbage_rejected_without_losing_a_job(tmp_
         seed=11,
     )
     async with DiracSimProcess(config) as service:
-        backend = DiracSimBackend.isolated(service.port, capabilities=replace(CAPS, call_timeout=0.5))
+        # Small batches: enough status calls that the service's random faults surely include garbage.
+        backend = DiracSimBackend.isolated(service.port, capabilities=replace(CAPS, call_timeout=0.5, max_batch=4))
         bus = EventBus()
         async with Scheduler([backend], bus=bus, outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
             subscription = bus.subscribe()
