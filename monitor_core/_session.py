@@ -184,14 +184,10 @@ class MonitorSession:
         """
         self._started = time.monotonic()
         # Before anything touches the directory: a second session must change nothing.
-        self._lock.acquire()
+        await asyncio.to_thread(self._lock.acquire)
         try:
             self.store = SessionStore(self.state_dir / "session.sqlite", publish=self.bus.publish)
             await self.store.open()
-        except BaseException:
-            self._lock.release()
-            raise
-        try:
             await self._start()
         except BaseException:
             await self._stop("failed to start")
@@ -305,7 +301,7 @@ class MonitorSession:
         if self.grid is not None:
             await self._leave_grid()
         if self.store is not None:
-            self.store.close()
+            await self.store.aclose()
         self._lock.release()
 
     async def _leave_grid(self) -> None:

@@ -282,13 +282,17 @@ class SessionStore:
                 except _STORE_FAULTS as exc:
                     log.error("%s at the end failed; %d jobs are not saved: %s", _WHAT, len(jobs), exc)
 
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
     def close(self) -> None:
-        """Close the database."""
-
-        def close_connection() -> None:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-        self._executor.submit(close_connection).result()
+        """Close the database (blocking; from a loop, use :meth:`aclose`)."""
+        self._executor.submit(self._close_connection).result()
         self._executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """Close the database without blocking the loop."""
+        await self._run(self._close_connection)
+        self._executor.shutdown(wait=False)
