@@ -10,6 +10,7 @@ killed session as a real grid does, and the resumed session finds it there again
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
@@ -234,21 +235,41 @@ class MonitorSession:
         if self.resumed:
             self.planned = int(await self.store.get_meta("planned") or len(restored))
             await self._restore(restored, grid_lost)
+            if len(restored) < self.planned:
+                await self._submit_unrecorded({job.name for job in restored})
         else:
-            specs = generate_workload(
-                WorkloadConfig(
-                    jobs=config.jobs,
-                    backends=config.backends,
-                    mean_duration=config.mean_duration,
-                    local_mean_duration=config.local_mean_duration,
-                    failure_rate=config.failure_rate,
-                    seed=config.seed,
-                )
+            workload = WorkloadConfig(
+                jobs=config.jobs,
+                backends=config.backends,
+                mean_duration=config.mean_duration,
+                local_mean_duration=config.local_mean_duration,
+                failure_rate=config.failure_rate,
+                seed=config.seed,
             )
+            specs = generate_workload(workload)
             self.planned = len(specs)
             await self.store.set_meta("planned", str(self.planned))
+            # The workload itself, so that a resume can tell which jobs were never recorded.
+            await self.store.set_meta("workload", json.dumps(asdict(workload)))
             await self.scheduler.submit(specs)
         self._all_tracked = True
+
+    async def _submit_unrecorded(self, recorded: set[str]) -> None:
+        """Submit the planned jobs an earlier session was killed before recording."""
+        assert self.store is not None
+        assert self.scheduler is not None
+        text = await self.store.get_meta("workload")
+        if text is None:
+            log.error("%d planned jobs were never recorded and the workload is unknown", self.planned - len(recorded))
+            return
+        fields = json.loads(text)
+        fields["backends"] = tuple(fields["backends"])
+        missing = [spec for spec in generate_workload(WorkloadConfig(**fields)) if spec.name not in recorded]
+        if missing:
+            # Any of them the killed session did hand to a backend runs there unwatched; the
+            # workload is only complete if each planned job is submitted and recorded once.
+            log.warning("submitting %d planned jobs the earlier session was killed before recording", len(missing))
+            await self.scheduler.submit(missing)
 
     def _make_backends(self, dirac_port: int) -> list[Backend]:
         config = self.config

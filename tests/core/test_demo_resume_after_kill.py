@@ -21,7 +21,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+from monitor_core import MonitorSession, SessionConfig
+
+pytestmark = pytest.mark.timeout(300)
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 300
@@ -57,6 +59,7 @@ def state_dir(tmp_path: Path) -> Iterator[Path]:
             process.kill()
 
 
+@pytest.mark.slow
 def test_a_killed_demo_resumes_and_loses_nothing(state_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(demo(state_dir), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
@@ -102,3 +105,27 @@ def test_a_killed_demo_resumes_and_loses_nothing(state_dir: Path) -> None:
     # Once nothing is left on it, the session stops its grid.
     assert not (state_dir / "grid" / "grid.json").exists()
     assert not psutil.pid_exists(grid["pid"]) or psutil.Process(grid["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_jobs_a_killed_session_never_recorded_are_submitted_on_resume(tmp_path: Path) -> None:
+    config = SessionConfig(
+        state_dir=tmp_path / "S", jobs=30, backends=("local",), local_mean_duration=0.2, poll_interval=0.2
+    )
+    async with MonitorSession(config) as first:
+        assert first.scheduler is not None
+        await first.scheduler.wait_all_final()
+    # As if the session had been killed between submitting the last ten jobs and recording them.
+    with contextlib.closing(sqlite3.connect(tmp_path / "S" / "session.sqlite")) as db:
+        db.execute("DELETE FROM jobs WHERE CAST(job_id AS INTEGER) > 20")
+        db.execute("DELETE FROM outputs WHERE CAST(job_id AS INTEGER) > 20")
+        db.commit()
+    async with MonitorSession(config) as resumed:
+        assert resumed.resumed
+        assert resumed.scheduler is not None
+        assert len(resumed.scheduler.jobs) == 30
+        await resumed.scheduler.wait_all_final()
+        summary = resumed.summary()
+    assert summary.ok, summary
+    assert sorted(job.name for job in resumed.scheduler.jobs.values()) == sorted(
+        f"local-batch000.{i}" for i in range(30)
+    )
