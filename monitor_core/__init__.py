@@ -37,6 +37,7 @@ from ._events import (
     Snapshot,
     UpdateRejected,
 )
+from ._fold import BackendFigures, StateFold, percentile
 from ._lane import SchedulerConfig
 from ._model import (
     ACTIVE_STATUSES,
@@ -57,13 +58,14 @@ from ._outputs import OutputSink
 from ._policy import AdaptiveInterval
 from ._scheduler import Scheduler, UnknownBackend, UnknownJob
 from ._session import MonitorSession, SessionConfig, SessionSummary
-from ._source import ConnectionChanged, EventSource, InProcessSource
+from ._source import ConnectionChanged, EventSource, InProcessSource, SourceFailed
 from ._store import SessionStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "InProcessSource",
+    "SourceFailed",
     "EventSource",
     "ConnectionChanged",
     "execute_command",
@@ -78,6 +80,7 @@ __all__ = [
     "FINAL_STATUSES",
     "TRANSITIONS",
     "AdaptiveInterval",
+    "BackendFigures",
     "BackendRecord",
     "BreakerChanged",
     "BreakerState",
@@ -115,6 +118,7 @@ __all__ = [
     "SessionStore",
     "SessionSummary",
     "Snapshot",
+    "StateFold",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionStatistics",
@@ -123,5 +127,6 @@ __all__ = [
     "UpdateRejected",
     "__version__",
     "check_transition",
+    "percentile",
     "is_legal_transition",
 ]

@@ -8,7 +8,6 @@ from textual.widgets import Input, Sparkline, Static
 
 from ganga_tui.app import GangaMonitorApp
 from ganga_tui.job_store import WarningKind
-from ganga_tui.messages import StoreChanged
 from ganga_tui.screens.help import HelpScreen
 from ganga_tui.screens.job_detail import JobDetailScreen
 from ganga_tui.screens.prompts import IntervalPrompt
@@ -282,14 +281,12 @@ async def test_notifications_ring_on_failures_when_switched_on() -> None:
         assert app.notifier.sent == [("1 job failed", "17")]
 
 
-async def test_store_changes_coalesce_into_one_message_per_burst() -> None:
-    messages: list[object] = []
+async def test_events_are_folded_in_batches_at_most_one_a_frame() -> None:
     app = fixed_app()
-    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        changes = [m for m in messages if isinstance(m, StoreChanged)]
-        assert 1 <= len(changes) < app.store.events
-        assert StoreChanged().can_replace(StoreChanged())
+        assert 1 <= app.folds < app.store.events
+        assert app.caught_up and app.behind == 0
 
 
 async def test_narrow_terminal_hides_the_side_panel_until_asked() -> None:

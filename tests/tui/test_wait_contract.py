@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from ganga_tui._cli import EXIT_CODES
-from ganga_tui.job_store import JobStore
 from ganga_tui.wait_contract import Condition, ConditionError
-from monitor_core import JobAdded, JobChanged, JobRecord, JobStatus
+from monitor_core import JobAdded, JobChanged, JobRecord, JobStatus, StateFold
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,8 +39,8 @@ def test_conditions_parse_with_the_option_default_quantifier() -> None:
             Condition.parse(bad, default="all")
 
 
-def test_conditions_hold_on_the_store_counts() -> None:
-    store = JobStore()
+def test_conditions_hold_on_the_fold_counts() -> None:
+    store = StateFold()
     for job_id, backend, group in (("1", "local", "a"), ("2", "local", "b"), ("3", "grid", "b")):
         store.apply(
             JobAdded(at=0, job=JobRecord(job_id=job_id, backend=backend, status=JobStatus.RUNNING, group=group))
