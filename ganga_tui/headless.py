@@ -234,7 +234,8 @@ async def run_headless(
         The process exit status (see ``ganga-monitor-tui --help``).
     """
     out = stream or sys.stdout
-    console = Console(file=out)
+    # Written to a file or a pipe, the summary keeps one line per figure, for scripts that grep it.
+    console = Console(file=out, width=None if out.isatty() else 200)
     rich_display = not json_lines and out.isatty()
     writer = _Writer(out)
     stop = asyncio.Event()
