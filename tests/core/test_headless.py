@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -139,3 +140,34 @@ def kill_mid_run_then_resume(port: int, state: Path) -> None:
     for job_id in ids:
         files = {p.name for p in (outputs / job_id).iterdir()}
         assert files & {"std.out", "stdout"}, f"job {job_id} has no output"
+
+
+async def test_headless_never_goes_silent_when_its_subscription_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ganga_tui.headless import run_headless
+    from ganga_tui.wait_contract import Condition
+    from monitor_core import EventBus, InProcessSource, JobStatus, OutputSink, Scheduler
+    from monitor_core.backends import Capabilities
+
+    from .fakes import ScriptedBackend, specs
+
+    caps = Capabilities(max_batch=5, max_concurrency=2, poll_interval=0.1, call_timeout=2)
+    timeline = [JobStatus.RUNNING] * 8 + [JobStatus.COMPLETED]
+    backend = ScriptedBackend("local", caps=caps, timeline=timeline)
+    bus = EventBus()
+    out = io.StringIO()
+    async with Scheduler([backend], bus=bus, outputs=OutputSink(tmp_path / "out")) as scheduler:
+        await scheduler.submit(specs(10, "local"))
+        source = InProcessSource(bus, scheduler)
+        run = asyncio.create_task(
+            run_headless(source, json_lines=False, until=Condition.parse("all:final", default="all"), stream=out)
+        )
+        await asyncio.sleep(0.3)
+        assert source.resync(), "the subscription ends (as an overflow ends it) while jobs still run"
+        code = await asyncio.wait_for(run, 60)
+    assert code == 0, out.getvalue()
+    assert source.resubscribed == 1
+    assert "resynced from a fresh snapshot (10 jobs)" in out.getvalue()
+    assert "resubscribing from a snapshot" in caplog.text
+    assert "jobs 10/10 final" in out.getvalue()
