@@ -76,21 +76,26 @@ async def test_demo_session_runs_in_its_own_process_and_quitting_the_tui_stops_i
         failure_rate=0.2,
     )
     app = GangaMonitorApp(demo=config)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.store.total == 40 and app.store.final == 40, rounds=6000)
-        assert app.source is not None
-        session = app.demo_session
-        assert session is not None and session.pid is not None
-        assert session.pid != os.getpid() and session.running
-        assert f"pid {session.pid}" in app.source.description
-        assert set(app.store.backends) == {"local", "dirac-sim"}
-        assert app.store.counts[JobStatus.COMPLETED] + app.store.counts[JobStatus.FAILED] == 40
-        app.main_screen.query_one(JobTable).focus()
-        await pilot.press("f", "f", "f", "f", "f")
-        assert app.store.row_count == app.store.counts[JobStatus.FAILED]
-        await pilot.press("escape", "enter")
-        await wait_for(pilot, lambda: "==>" in getattr(app.screen.query_one("#detail"), "output", ""))
-        await pilot.press("escape", "q")
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.store.total == 40 and app.store.final == 40, rounds=6000)
+            assert app.source is not None
+            session = app.demo_session
+            assert session is not None
+            assert session.pid is not None
+            assert session.pid != os.getpid()
+            assert session.running
+            assert f"pid {session.pid}" in app.source.description
+            assert set(app.store.backends) == {"local", "dirac-sim"}
+            assert app.store.counts[JobStatus.COMPLETED] + app.store.counts[JobStatus.FAILED] == 40
+            app.main_screen.query_one(JobTable).focus()
+            await pilot.press("f", "f", "f", "f", "f")
+            assert app.store.row_count == app.store.counts[JobStatus.FAILED]
+            await pilot.press("escape", "enter")
+            await wait_for(pilot, lambda: "==>" in getattr(app.screen.query_one("#detail"), "output", ""))
+            await pilot.press("escape", "q")
+    finally:
+        await app.close_session()  # a failed assertion must not leave the session running
     assert app.return_code == 0
     assert not session.running, "quitting the TUI stops the session it started"
     assert not session.socket.exists()

@@ -286,7 +286,8 @@ async def test_events_are_folded_in_batches_at_most_one_a_frame() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert 1 <= app.folds < app.store.events
-        assert app.caught_up and app.behind == 0
+        assert app.caught_up
+        assert app.behind == 0
 
 
 async def test_narrow_terminal_hides_the_side_panel_until_asked() -> None:
