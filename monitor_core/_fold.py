@@ -273,6 +273,23 @@ class StateFold:
             group = self.by_group[record.group] = Counter()
         group[status] += delta
 
+    def _move(self, record: JobRecord, new: JobStatus) -> None:
+        """One job of ``record``'s backend and group moves from its status to ``new`` (the hot path)."""
+        old = record.status
+        counts = self.counts
+        counts[old] -= 1
+        counts[new] += 1
+        backend = self.by_backend.get(record.backend)
+        if backend is None:
+            backend = self.by_backend[record.backend] = Counter()
+        backend[old] -= 1
+        backend[new] += 1
+        group = self.by_group.get(record.group)
+        if group is None:
+            group = self.by_group[record.group] = Counter()
+        group[old] -= 1
+        group[new] += 1
+
     def _put(self, record: JobRecord) -> None:
         old = self.jobs.get(record.job_id)
         if old is not None:
@@ -305,9 +322,9 @@ class StateFold:
             poll_interval=old.poll_interval,
             collect_error=event.collect_error,
         )
-        self._count(old, -1)
         self.jobs[event.job_id] = record
-        self._count(record, +1)
+        if old.status is not new:
+            self._move(old, new)
         self.confirmed_at.pop(event.job_id, None)
         if not new.is_active:
             self.next_poll.pop(event.job_id, None)

@@ -120,13 +120,17 @@ class JobsView:
 
     @staticmethod
     def _sync(row: JobRow, fold: StateFold) -> None:
-        record = fold.jobs[row.job_id]
-        row.status = record.status
+        # The hot path of a busy stream: the fold's side tables are read here directly.
+        job_id = row.job_id
+        record = fold.jobs[job_id]
+        status = record.status
+        row.status = status
         row.name = record.name
         row.group = record.group
         row.status_since = record.status_since
-        row.last_confirmed = fold.last_confirmed(row.job_id)
-        row.next_poll_at = fold.next_poll_at(row.job_id)
+        confirmed = fold.confirmed_at.get(job_id)
+        row.last_confirmed = record.last_confirmed if confirmed is None else max(confirmed, record.last_confirmed)
+        row.next_poll_at = fold.next_poll.get(job_id, record.next_poll_at) if status.is_active else None
         row.exit_code = record.exit_code
         row.info = record.info
         row.collect_error = record.collect_error
