@@ -247,3 +247,36 @@ async def test_the_wait_grammar_holds_for_an_attached_session_and_its_replay(run
     ended = await _run_tui("--headless", "--replay", str(recording), "--speed", "0", "--until", "group:nope:final")
     assert ended.returncode == 1
     assert "the stream ended before --until" in ended.stdout
+
+
+async def test_a_socket_viewer_that_asks_to_resync_gets_a_fresh_snapshot_without_a_disconnect(run_dir: Path) -> None:
+    from monitor_core import ConnectionChanged, Snapshot
+    from monitor_core.transports.socket_source import SocketSource
+
+    sock = run_dir / "s.sock"
+    process = spawn(sim_command("--jobs", "6", "--socket", str(sock), "--state-dir", str(run_dir / "state")))
+    try:
+        await _serving(sock)
+        source = SocketSource(sock, follow=False)
+        stream = source.events()
+        items = []
+        async with asyncio.timeout(30):
+            async for item in stream:
+                items.append(item)
+                if isinstance(item, Snapshot):
+                    break
+            assert source.resync()
+            async for item in stream:
+                items.append(item)
+                if isinstance(item, Snapshot):
+                    break
+        await stream.aclose()  # type: ignore[attr-defined]
+        await source.aclose()
+    finally:
+        process.terminate()
+        await wait_process(process)
+    snapshots = [item for item in items if isinstance(item, Snapshot)]
+    assert len(snapshots) == 2
+    assert len(snapshots[1].jobs) == 6
+    assert source.connects == 2
+    assert not any(isinstance(item, ConnectionChanged) and not item.connected for item in items)
