@@ -22,7 +22,8 @@ from monitor_core.transports.unix_socket import socket_path_for
 __all__ = ["DemoSession", "DemoStartError"]
 
 _READY_TIMEOUT: Final = 120.0
-_STOP_TIMEOUT: Final = 20.0
+_STOP_TIMEOUT: Final = 60.0
+"""Seconds a stopping session gets to publish its end and save its state before it is killed."""
 
 
 class DemoStartError(RuntimeError):
