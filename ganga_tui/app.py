@@ -347,6 +347,8 @@ class GangaMonitorApp(App[int]):
         return len(self.pending)
 
     def store_changed(self) -> None:
+        if not self.screen_stack:
+            return  # a fold that was due when the app began to close: nothing left to show it on
         failures, groups = self.store.take_news()
         if self.notifier.news(failures, groups):
             self.notify(f"{len(failures)} failed, {len(groups)} groups finished", title="ganga-monitor")
@@ -358,7 +360,10 @@ class GangaMonitorApp(App[int]):
     @on(SourceEnded)
     def source_ended(self, message: SourceEnded) -> None:
         self.ended = message.reason
-        self._repaint()
+        if self.pending:
+            self.fold_pending()  # the last events before the end are shown with it
+        if self.screen_stack:
+            self._repaint()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
