@@ -80,8 +80,12 @@ class Condition:
         if self.quantifier == "any":
             return any(self._matches(status) for status in present)
         if not present:
-            # Every job of an empty session is final; an unknown group or backend has not appeared yet.
-            return self.scope == "all" and fold.snapshots > 0
+            # Every job of an empty session is final, once the session itself says it has none (a viewer
+            # of a broker sees an empty state before the session publishes); an unknown group or
+            # backend has not appeared yet.
+            heartbeat = fold.heartbeat
+            said_empty = fold.ended is not None or (heartbeat is not None and heartbeat.jobs_total == 0)
+            return self.scope == "all" and said_empty
         return all(self._matches(status) for status in present)
 
     def __str__(self) -> str:
