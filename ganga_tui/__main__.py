@@ -27,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if args.headless:
-        from .headless import run_headless
+        from .headless import run_demo_headless
 
         return asyncio.run(
-            run_headless(
+            run_demo_headless(
                 config,
                 json_lines=args.json,
                 until_done=args.until_done,
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     from .app import run_app
 
-    return run_app(config, notifications=args.notify)
+    return run_app(config, notifications=args.notify, keep_session=args.keep_session)
 
 
 if __name__ == "__main__":

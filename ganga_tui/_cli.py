@@ -17,10 +17,12 @@ __all__ = ["EXIT_CODES", "build_parser", "session_config"]
 
 EXIT_CODES = {
     0: "every job reached a final status and monitoring lost or mis-stated none",
-    1: "monitoring lost a job or reported a status other than the job's true outcome",
+    1: "monitoring lost a job or reported a status other than the job's true outcome, "
+    "or the session ended before the --until condition held",
     2: "bad command-line usage",
     3: "the --timeout passed before the --until condition held",
     4: "a --fail-on condition held",
+    5: "the source failed part-way (a damaged recording: the message says where)",
     130: "interrupted (Ctrl-C)",
 }
 
@@ -96,14 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ganga-monitor-tui",
         description=(
             "Watch Ganga job monitoring live: job states, per-backend lag and the queue of "
-            "monitoring operations. --demo runs an embedded simulated session (real local "
-            "processes and a simulated DIRAC grid)."
+            "monitoring operations. --demo runs a simulated session (real local processes and a "
+            "simulated DIRAC grid) in a process of its own and attaches to it."
         ),
         epilog=_exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mode = parser.add_argument_group("what to watch")
-    mode.add_argument("--demo", action="store_true", help="start an embedded simulated session and watch it")
+    mode.add_argument(
+        "--demo",
+        action="store_true",
+        help="start a simulated session and watch it (the TUI runs it as a child process, "
+        "'ganga-monitor-sim --serve', and attaches to its socket; headless runs it in this process)",
+    )
+    mode.add_argument(
+        "--keep-session",
+        action="store_true",
+        help="with --demo: leave the session running when the TUI quits (attach again with --attach)",
+    )
     mode.add_argument("--headless", action="store_true", help="no TUI: print progress lines (or JSON with --json)")
     mode.add_argument("--json", action="store_true", help="with --headless: print one JSON bus event per line")
     mode.add_argument(

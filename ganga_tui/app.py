@@ -1,14 +1,21 @@
 """GangaMonitorApp: the live view of a monitoring session, over any :class:`~monitor_core.EventSource`.
 
-One exclusive worker reads the source, folds each event into the :class:`JobStore` and
-posts :class:`StoreChanged`; the handler repaints what changed, once per burst. Commands
-(refresh a job, pause a backend, change an interval) go back through the same source.
+The session never runs in the app's process: ``--demo`` starts it as a child process
+(:mod:`ganga_tui.demo`) and the app attaches to its socket, as beside a Ganga session.
+
+One exclusive worker reads the source and only queues what it reads, so the session is
+never held up by the screen. At most once a frame the queue is folded into the
+:class:`JobStore` in one batch (each touched job's row refreshed once) and the widgets
+repaint what changed. When the queue outgrows what the app can fold, the status bar says
+"behind by N events" and the app asks the source for a fresh snapshot instead of folding
+what it skips. Commands (refresh a job, collect its outputs, pause a backend, change an
+interval) go back through the same source.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import sys
 import time
 from collections.abc import Callable
 from typing import ClassVar, Final
@@ -24,21 +31,25 @@ from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from monitor_core import (
+    CollectOutput,
     Command,
     CommandAcked,
+    ConnectionChanged,
+    Event,
     EventSource,
-    InProcessSource,
     JobStatus,
-    MonitorSession,
     PauseBackend,
     RefreshJob,
     ResumeBackend,
     SessionConfig,
     SetInterval,
+    Snapshot,
 )
+from monitor_core.transports.socket_source import SocketSource
 
+from .demo import DemoSession
 from .job_store import SORT_KEYS, JobFilter, JobStore
-from .messages import CommandAnswered, SourceEnded, StoreChanged
+from .messages import CommandAnswered, SourceEnded
 from .notify import Notifier
 from .palette import MonitorCommands
 from .screens.help import HelpScreen
@@ -54,7 +65,17 @@ from .widgets.progress_panel import ProgressPanel
 __all__ = ["GangaMonitorApp", "run_app"]
 
 _YIELD_EVERY: Final = 256
-"""Events folded in before the bus worker lets the UI run."""
+"""Events read before the bus worker lets the UI run."""
+_FRAME: Final = 1 / 30
+"""At most one fold (and one repaint) per this many seconds."""
+_FOLD_BUDGET: Final = 0.02
+"""Seconds of folding per frame; the rest waits for the next frame."""
+_FOLD_SLICE: Final = 2048
+"""Events folded between two looks at the clock."""
+_BEHIND_MARK: Final = 5_000
+"""Events waiting before the status bar says the view is behind."""
+BEHIND_LIMIT: Final = 200_000
+"""Events waiting before the app gives up on them and asks for a fresh snapshot."""
 _WARNING_BUDGET: Final = 20_000
 """Jobs whose warnings are rechecked per tick, so 100k jobs never stall a frame."""
 _MAIN_ONLY: Final = frozenset(
@@ -62,6 +83,7 @@ _MAIN_ONLY: Final = frozenset(
         "filter",
         "clear_filter",
         "refresh_job",
+        "collect_output",
         "cycle_status_filter",
         "cycle_backend_filter",
         "cycle_sort",
@@ -94,10 +116,12 @@ class GangaMonitorApp(App[int]):
 
     Args:
         source: where events come from; ``None`` with ``demo`` set.
-        demo: start this simulated session inside the app and watch it.
+        demo: start this simulated session in a child process and attach to it.
+        keep_session: leave the demo's session running when the app quits.
         clock: wall-clock time now (frozen in tests).
         notifications: ring the bell and raise desktop notifications from the start.
         tick: seconds between time-driven repaints (ages, fading, warnings).
+        behind_limit: events waiting to be folded before the app resyncs from a snapshot.
     """
 
     CSS_PATH = "app.tcss"
@@ -111,6 +135,7 @@ class GangaMonitorApp(App[int]):
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_job", "Refresh"),
+        Binding("c", "collect_output", "Collect"),
         Binding("p", "toggle_backend_pause", "Pause backend"),
         Binding("i", "set_interval", "Interval", show=False),
         Binding("space", "toggle_view_pause", "Freeze"),
@@ -133,9 +158,11 @@ class GangaMonitorApp(App[int]):
         source: EventSource | None = None,
         *,
         demo: SessionConfig | None = None,
+        keep_session: bool = False,
         clock: Callable[[], float] = time.time,
         notifications: bool = False,
         tick: float = 1.0,
+        behind_limit: int = BEHIND_LIMIT,
     ) -> None:
         if (source is None) == (demo is None):
             raise ValueError("give exactly one of source and demo")
@@ -143,6 +170,21 @@ class GangaMonitorApp(App[int]):
         self.source = source
         """The stream being watched (set once the demo session is up)."""
         self.demo = demo
+        self.demo_session: DemoSession | None = None
+        """The demo's session process, once started."""
+        self.keep_session = keep_session
+        self.behind_limit = behind_limit
+        self.pending: list[Event | ConnectionChanged] = []
+        """Events read but not folded yet."""
+        self.resyncs = 0
+        """Times the app skipped what it could not fold and took a fresh snapshot."""
+        self.skipped = 0
+        """Events dropped while waiting for a fresh snapshot."""
+        self.folds = 0
+        """Batches folded (at most one a frame)."""
+        self._awaiting_snapshot = False
+        self._fold_scheduled = False
+        self._last_fold = 0.0
         self.clock = clock
         self.tick = tick
         self.store = JobStore()
@@ -154,8 +196,6 @@ class GangaMonitorApp(App[int]):
         """The last command's description and acknowledgement."""
         self.ended: str | None = None
         """Why the source ended, once it has."""
-        self._change_pending = False
-        self._stopping = asyncio.Event()
         self._session_task: asyncio.Task[None] | None = None
         self._warning_scan_at = 0.0
         self.set_reactive(GangaMonitorApp.notifications, notifications)
@@ -186,31 +226,42 @@ class GangaMonitorApp(App[int]):
         if self.source is not None:
             self.consume(self.source)
         else:
-            self._session_task = asyncio.create_task(self._run_demo_session(), name="tui[demo].session")
+            self._session_task = asyncio.create_task(self._start_demo_session(), name="tui[demo].start")
         self.set_interval(self.tick, self._on_tick, name="tui.tick")
 
-    async def _run_demo_session(self) -> None:
+    async def _start_demo_session(self) -> None:
         assert self.demo is not None
+        self.demo_session = DemoSession(self.demo)
         try:
-            async with MonitorSession(self.demo) as session:
-                assert session.scheduler is not None
-                self.source = InProcessSource(session.bus, session.scheduler)
-                self.consume(self.source)
-                await self._stopping.wait()
+            path = await self.demo_session.start()
         except Exception as exc:  # noqa: BLE001 - shown to the user, who can still quit
             self.ended = f"the simulated session failed: {exc}"
             self.notify(self.ended, severity="error", timeout=30)
             self._show_status()
+            return
+        self.source = SocketSource(path, follow=True)
+        self.source.description = f"demo session {self.demo_session.name} (pid {self.demo_session.pid})"
+        self.consume(self.source)
 
     async def close_session(self) -> None:
-        """Stop the embedded demo session, if any, and wait until it has cleaned up."""
-        self._stopping.set()
-        if self._session_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._session_task
+        """Stop the demo's session process, if the app started one and is not asked to keep it."""
+        if self._session_task is not None and not self._session_task.done():
+            self._session_task.cancel()
+        if self.source is not None:
+            await self.source.aclose()
+        if self.demo_session is not None and not self.keep_session:
+            await self.demo_session.stop()
+
+    def farewell(self) -> str | None:
+        """What to tell the user about the demo's session once the app is gone."""
+        session = self.demo_session
+        if session is None or session.pid is None:
+            return None
+        return session.keep_message() if self.keep_session else session.stopped_message()
 
     async def action_quit(self) -> None:
-        self.main_screen.query_one("#status-bar", Static).update("stopping the session ...")
+        if self.demo_session is not None and not self.keep_session:
+            self.main_screen.query_one("#status-bar", Static).update("stopping the session ...")
         await self.close_session()
         self.exit(0)
 
@@ -227,32 +278,92 @@ class GangaMonitorApp(App[int]):
 
     @work(exclusive=True, group="bus")
     async def consume(self, source: EventSource) -> None:
-        """Fold the source's events into the store; one pending StoreChanged at a time."""
-        folded = 0
+        """Read the source's events into the pending queue; folding waits for the next frame."""
+        read = 0
         async for item in source.events():
-            self.store.apply(item)
-            folded += 1
-            if not self._change_pending:
-                self._change_pending = True
-                self.post_message(StoreChanged())
-            if folded % _YIELD_EVERY == 0:
-                # A ready subscription never suspends; let input and repaints in.
+            if self._awaiting_snapshot:
+                if isinstance(item, Snapshot):
+                    self._awaiting_snapshot = False
+                elif not isinstance(item, ConnectionChanged):
+                    self.skipped += 1
+                    continue
+            self.pending.append(item)
+            if len(self.pending) > self.behind_limit:
+                self._fall_back_to_snapshot(source)
+            self._schedule_fold()
+            read += 1
+            if read % _YIELD_EVERY == 0:
+                # A ready stream never suspends; let input and repaints in.
                 await asyncio.sleep(0)
+        self._schedule_fold()
         self.post_message(SourceEnded(self.store.ended or "the event stream closed"))
 
-    @on(StoreChanged)
+    def _fall_back_to_snapshot(self, source: EventSource) -> None:
+        """Too far behind to fold what waits: drop it and take a fresh snapshot, which says the same for less."""
+        if not source.resync():
+            return  # a replay or a broker cannot resend; fold on, the mark says how far behind
+        self.resyncs += 1
+        self.skipped += len(self.pending)
+        # What is dropped is superseded by the snapshot; connection news is kept.
+        self.pending = [item for item in self.pending if isinstance(item, ConnectionChanged)]
+        self._awaiting_snapshot = True
+
+    def _schedule_fold(self) -> None:
+        if self._fold_scheduled:
+            return
+        self._fold_scheduled = True
+        wait = self._last_fold + _FRAME - time.monotonic()
+        if wait > 0.001:
+            self.set_timer(wait, self.fold_pending, name="tui.fold")
+        else:
+            self.call_later(self.fold_pending)
+
+    def fold_pending(self) -> None:
+        """Fold what waits (within a frame's budget) and repaint once."""
+        self._fold_scheduled = False
+        self.folds += 1
+        self._last_fold = started = time.monotonic()
+        pending = self.pending
+        taken = 0
+        store = self.store
+        while taken < len(pending):
+            store.apply_batch(pending[taken : taken + _FOLD_SLICE])
+            taken += _FOLD_SLICE
+            if time.monotonic() - started > _FOLD_BUDGET:
+                break
+        del pending[:taken]
+        if pending:
+            self._schedule_fold()
+        self.store_changed()
+
+    @property
+    def caught_up(self) -> bool:
+        """Everything read so far is folded in and shown."""
+        return not self.pending and not self._fold_scheduled and not self._awaiting_snapshot
+
+    @property
+    def behind(self) -> int:
+        """Events read but not yet shown."""
+        return len(self.pending)
+
     def store_changed(self) -> None:
-        self._change_pending = False
+        if not self.screen_stack:
+            return  # a fold that was due when the app began to close: nothing left to show it on
         failures, groups = self.store.take_news()
         if self.notifier.news(failures, groups):
             self.notify(f"{len(failures)} failed, {len(groups)} groups finished", title="ganga-monitor")
         if not self.view_paused:
             self._repaint()
+        else:
+            self._show_status()
 
     @on(SourceEnded)
     def source_ended(self, message: SourceEnded) -> None:
         self.ended = message.reason
-        self._repaint()
+        if self.pending:
+            self.fold_pending()  # the last events before the end are shown with it
+        if self.screen_stack:
+            self._repaint()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
@@ -322,6 +433,11 @@ class GangaMonitorApp(App[int]):
             text.append(f"│ {store.rejections} rejected ", style="yellow")
         if not store.connected:
             text.append("│ DISCONNECTED ", style="bold red")
+        if self.behind > _BEHIND_MARK or self._awaiting_snapshot:
+            behind = "catching up from a snapshot" if self._awaiting_snapshot else f"behind by {self.behind} events"
+            text.append(f"│ {behind} ", style="bold reverse yellow")
+        for fault in store.faults:
+            text.append(f"│ local fault: {fault.what} ", style="bold red")
         if self.ended is not None:
             text.append(f"│ ended: {self.ended} ", style="bold")
         if self.view_paused:
@@ -355,7 +471,7 @@ class GangaMonitorApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - a lost connection must not end the viewer
             ack = CommandAcked(at=self.clock(), command_id=command.command_id, ok=False, message=str(exc))
         self.last_ack = (description, ack)
-        self.store.acks.append(ack)
+        self.store.note_ack(ack)
         first_line = ack.message.splitlines()[0][:80] if ack.message else ""
         if toast:
             self.notify(first_line or description, title=description, severity="information" if ack.ok else "error")
@@ -380,6 +496,14 @@ class GangaMonitorApp(App[int]):
             self.notify("no job highlighted", severity="warning")
             return
         self.request(RefreshJob(job_id=row.job_id), f"refresh job {row.job_id}")
+
+    def action_collect_output(self) -> None:
+        """Collect the highlighted job's outputs now, ahead of queued fetches (also retries a failed collection)."""
+        row = self.main_screen.query_one(JobTable).cursor_row_data
+        if row is None:
+            self.notify("no job highlighted", severity="warning")
+            return
+        self.request(CollectOutput(job_id=row.job_id), f"collect outputs of job {row.job_id}")
 
     def action_toggle_backend_pause(self, backend: str | None = None) -> None:
         """Pause the highlighted job's backend, or resume it if paused."""
@@ -537,19 +661,22 @@ class GangaMonitorApp(App[int]):
         self._show_counts()
 
 
-def run_app(config: SessionConfig, *, notifications: bool = False) -> int:
-    """Run the TUI on an embedded simulated session until the user quits.
+def run_app(config: SessionConfig, *, notifications: bool = False, keep_session: bool = False) -> int:
+    """Run the TUI on a demo session in a child process until the user quits.
 
     Returns:
         The process exit status.
     """
 
     async def main() -> int:
-        app = GangaMonitorApp(demo=config, notifications=notifications)
+        app = GangaMonitorApp(demo=config, notifications=notifications, keep_session=keep_session)
         try:
             await app.run_async()
         finally:
             await app.close_session()
+            farewell = app.farewell()
+            if farewell:
+                print(f"ganga-monitor-tui: {farewell}", file=sys.stderr)
         return app.return_code or 0
 
     return asyncio.run(main())

@@ -1,18 +1,25 @@
-"""Headless mode: the bus as progress lines, a Rich progress display, or JSON lines.
+"""Headless mode: one runner for every event source, as progress lines, a Rich display, or JSON lines.
 
-The reporter is a bus subscriber like any viewer, so it never slows the scheduler: it
-drains what its subscription holds and writes it on a thread, while the subscription
-buffers whatever arrives meanwhile.
+``--demo`` runs the simulated session in this process and reads it through an
+:class:`~monitor_core.InProcessSource`; ``--attach``, ``--mqtt`` and ``--replay`` read their
+sources the same way. Everything shown and decided comes from the one fold
+(:class:`~monitor_core.StateFold`), so the wait contract and the summary mean the same for
+every source.
 
 The wait contract, for scripts and CI (see :mod:`ganga_tui.wait_contract` for the grammar):
 ``--until all:final`` (``--until-done`` is its alias), ``group:NAME:final``, ``backend:NAME:final``;
 ``--fail-on any:failed``; ``--timeout 2h``. Exit status: 0 the ``--until`` condition held (for
-``all:final``: and no job was lost or mis-stated), 1 a job was lost or mis-stated, 3 the timeout
-passed first, 4 a ``--fail-on`` condition held, 130 interrupted.
+``all:final``: and no job was lost or mis-stated), 1 a job was lost or mis-stated, or the session
+ended before the condition held, 3 the timeout passed first, 4 a ``--fail-on`` condition held,
+5 the source failed (a damaged recording), 130 interrupted.
+
+A stream that ends early never makes the runner go silent: sources take their subscription up
+again from a fresh snapshot (after an overflow, a reconnect), and the runner says so.
 
 JSON lines (``--json``): every line is ``{"v": 1, "type": <name>, "data": {...}}``. Bus events come
-first (a ``Snapshot``, then deltas; see ``monitor_core.transports``); the last line has type
-``Summary`` and its data holds the session summary plus ``exit_code`` and ``reason``.
+first (a ``Snapshot``, then deltas; see ``monitor_core.transports``), with ``ConnectionChanged``
+lines where the source lost or regained its session; the last line has type ``Summary`` and its
+data holds the summary plus ``exit_code`` and ``reason``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import sys
 import time
@@ -33,15 +41,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from monitor_core import Event, MonitorSession, SessionConfig, SessionSummary, Subscription
+from monitor_core import (
+    ConnectionChanged,
+    EventSource,
+    InProcessSource,
+    JobStatus,
+    MonitorSession,
+    SessionConfig,
+    SessionSummary,
+    Snapshot,
+    StateFold,
+)
 from monitor_core.transports import SCHEMA_VERSION, encode_event
 
-from .tally import Tally
+from .summary import summarize
 from .wait_contract import Condition, Watch
 
-__all__ = ["render_summary", "run_headless"]
+__all__ = ["plain_line", "render_summary", "run_demo_headless", "run_headless"]
+
+log = logging.getLogger(__name__)
 
 _PLAIN_EVERY: Final = 2.0
+_FLUSH_EVERY: Final = 0.05
+"""Seconds between writes of buffered JSON lines (one write per burst, not per event)."""
+_ALL_FINAL: Final = "all:all:final"
 
 
 class _Writer:
@@ -50,10 +73,21 @@ class _Writer:
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="headless-writer")
+        self._pending: list[str] = []
 
     def _write(self, text: str) -> None:
         self._stream.write(text)
         self._stream.flush()
+
+    def buffer(self, line: str) -> None:
+        """Queue a line for the next :meth:`flush`."""
+        self._pending.append(line)
+
+    async def flush(self) -> None:
+        if self._pending:
+            text = "\n".join(self._pending) + "\n"
+            self._pending = []
+            await self.write(text)
 
     async def write(self, text: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._write, text)
@@ -62,70 +96,64 @@ class _Writer:
         self._executor.shutdown(wait=True)
 
 
-async def _pump_json(subscription: Subscription, tally: Tally, writer: _Writer, watch: Watch) -> None:
-    """Copy every event to the writer as one JSON line, in batches."""
-    while True:
-        try:
-            event: Event | None = await subscription.receive()
-        except Exception:  # noqa: BLE001 - the subscription closed
-            return
-        lines = []
-        while event is not None:
-            tally.apply(event)
-            watch.apply(event)
-            lines.append(encode_event(event).decode())
-            event = subscription.receive_nowait()
-        await writer.write("\n".join(lines) + "\n")
+def _status_line(fold: StateFold) -> str:
+    return "  ".join(f"{status.value} {fold.counts[status]}" for status in JobStatus if fold.counts[status])
 
 
-async def _pump_tally(subscription: Subscription, tally: Tally, watch: Watch) -> None:
-    async for event in subscription:
-        tally.apply(event)
-        watch.apply(event)
+def _lag_line(fold: StateFold) -> str:
+    parts = []
+    for record in fold.backends.values():
+        flag = "" if record.breaker == "closed" else f" breaker {record.breaker}"
+        paused = " paused" if record.paused else ""
+        results = f" results {record.results_lag:.1f}s" if record.results_lag or record.fetches_queued else ""
+        queued = f" ({record.fetches_queued} fetches queued)" if record.fetches_queued else ""
+        parts.append(f"{record.name} lag {record.lag:.1f}s{results}{queued}{flag}{paused}")
+    faults = [f"local fault {what}: {fault.error}" for (_, what), fault in fold.faults.items()]
+    return "  ".join(parts + faults)
 
 
-async def _print_plain(tally: Tally, writer: _Writer, started: float) -> None:
-    while True:
-        await asyncio.sleep(_PLAIN_EVERY)
-        await writer.write(_plain_line(tally, started) + "\n")
-
-
-def _plain_line(tally: Tally, started: float) -> str:
+def plain_line(fold: StateFold, started: float) -> str:
+    """One progress line: final jobs, jobs per status, each backend's status and results lag."""
     return (
-        f"[{time.monotonic() - started:7.1f}s] jobs {tally.final}/{tally.total} final | "
-        f"{tally.status_line()} | {tally.lag_line()} | rejected {tally.rejections}"
+        f"[{time.monotonic() - started:7.1f}s] jobs {fold.final}/{fold.total} final | "
+        f"{_status_line(fold)} | {_lag_line(fold)} | rejected {fold.counters.get('rejections', 0)}"
     )
 
 
-def _rich_view(tally: Tally, progress: Progress, task: TaskID) -> Group:
-    progress.update(task, completed=tally.final, total=max(tally.total, 1))
+def _rich_view(fold: StateFold, progress: Progress, task: TaskID) -> Group:
+    progress.update(task, completed=fold.final, total=max(fold.total, 1))
     table = Table(box=None, pad_edge=False, expand=False)
-    for column in ("backend", "active", "in flight", "queued", "lag", "calls/min", "errors", "breaker"):
+    columns = ("backend", "active", "in flight", "queued", "lag", "results lag", "fetches", "collect in")
+    for column in (*columns, "calls/min", "errors", "breaker"):
         table.add_column(column, justify="left" if column in ("backend", "breaker") else "right")
-    for record in tally.backends.values():
-        lag_style = "bold red" if record.lag > record.poll_interval else ""
+    for record in fold.backends.values():
+        lag_style = "bold red" if record.poll_interval and record.lag > record.poll_interval else ""
+        bound = "" if record.collect_bound is None else f"{record.collect_bound:.0f}s"
         table.add_row(
             record.name,
             str(record.active_jobs),
             f"{record.in_flight}/{record.concurrency_limit}",
             str(record.queued_ops),
             Text(f"{record.lag:.1f}s", style=lag_style),
+            f"{record.results_lag:.1f}s",
+            f"{record.fetches_in_flight}/{record.fetch_limit} +{record.fetches_queued}",
+            bound,
             f"{record.calls_per_minute:.0f}",
             f"{record.error_rate:.0%}",
             record.breaker,
         )
-    return Group(progress, Text(tally.status_line() or "waiting for jobs"), table)
+    return Group(progress, Text(_status_line(fold) or "waiting for jobs"), table)
 
 
-async def _show_rich(tally: Tally, console: Console) -> None:
+async def _show_rich(fold: StateFold, console: Console) -> None:
     progress = Progress(
         TextColumn("jobs final"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
     task = progress.add_task("jobs", total=1)
-    with Live(_rich_view(tally, progress, task), console=console, refresh_per_second=4, transient=False) as live:
+    with Live(_rich_view(fold, progress, task), console=console, refresh_per_second=4, transient=False) as live:
         while True:
             await asyncio.sleep(0.25)
-            live.update(_rich_view(tally, progress, task))
+            live.update(_rich_view(fold, progress, task))
 
 
 def render_summary(summary: SessionSummary) -> Table:
@@ -140,6 +168,11 @@ def render_summary(summary: SessionSummary) -> Table:
             f"lag {backend.name}",
             f"p50 {backend.lag_p50:.2f}s  p99 {backend.lag_p99:.2f}s  max {backend.lag_max:.2f}s  "
             f"({backend.jobs} jobs, {backend.calls} calls, {backend.retries} retries, {backend.rejections} rejections)",
+        )
+        table.add_row(
+            f"results {backend.name}",
+            f"p50 {backend.results_p50:.2f}s  p99 {backend.results_p99:.2f}s  max {backend.results_max:.2f}s  "
+            f"(end to collected, {backend.results_jobs} jobs)",
         )
     table.add_row("operations", f"{summary.operations} run, {summary.retries} retried")
     table.add_row("rejections", str(summary.rejections))
@@ -169,8 +202,13 @@ def _install_stop_handlers(stop: asyncio.Event) -> Callable[[], None]:
     return remove
 
 
+def _connection_json(item: ConnectionChanged) -> str:
+    data = {"at": item.at, "connected": item.connected, "reason": item.reason}
+    return json.dumps({"v": SCHEMA_VERSION, "type": "ConnectionChanged", "data": data}, separators=(",", ":"))
+
+
 async def run_headless(
-    config: SessionConfig,
+    source: EventSource,
     *,
     json_lines: bool,
     until_done: bool = False,
@@ -178,80 +216,111 @@ async def run_headless(
     fail_on: Sequence[Condition] = (),
     time_limit: float | None = None,
     stream: IO[str] | None = None,
+    audit: Callable[[], SessionSummary] | None = None,
 ) -> int:
-    """Run a simulated session without the TUI and report on it.
+    """Report any source without the TUI, and wait as the options say.
 
     Args:
-        config: the simulated session.
+        source: the events (a demo's bus in this process, a socket, a broker, a recording).
         json_lines: print JSON lines instead of progress.
         until_done: an alias of ``until=all:final``.
-        until: stop once this condition holds (``None``: run until interrupted).
+        until: stop once this condition holds (``None``: until the stream ends or an interrupt).
         fail_on: stop with status 4 as soon as one of these holds.
         time_limit: stop with status 3 after this many seconds (``--timeout``).
         stream: where to write (standard output by default).
+        audit: the session's own audit of intended outcomes, where the source knows it.
 
     Returns:
         The process exit status (see ``ganga-monitor-tui --help``).
     """
     out = stream or sys.stdout
-    console = Console(file=out)
+    # Written to a file or a pipe, the summary keeps one line per figure, for scripts that grep it.
+    console = Console(file=out, width=None if out.isatty() else 200)
     rich_display = not json_lines and out.isatty()
     writer = _Writer(out)
     stop = asyncio.Event()
     remove_handlers = _install_stop_handlers(stop)
     started = time.monotonic()
-    tally = Tally()
-    interrupted = False
     if until_done and until is None:
         until = Condition.parse("all:final", default="all")
-    everything_final = until is not None and str(until) == "all:all:final"
-    watch = Watch(None if everything_final else until, list(fail_on))
-    timed_out = False
+    fold = StateFold()
+    watch = Watch(until, list(fail_on), fold)
+    stream_ended = asyncio.Event()
+
+    def say(line: str) -> None:
+        # A fact about the stream itself: a log line, and a progress line where progress is printed.
+        log.warning("%s", line)
+        if not json_lines and not rich_display:
+            writer.buffer(line)
+
+    async def follow() -> None:
+        try:
+            async for item in source.events():
+                if isinstance(item, ConnectionChanged):
+                    if json_lines:
+                        writer.buffer(_connection_json(item))
+                    else:
+                        say(f"{'connected' if item.connected else 'disconnected'}: {item.reason}")
+                    continue
+                if isinstance(item, Snapshot) and fold.snapshots > 0:
+                    say(f"resynced from a fresh snapshot ({len(item.jobs)} jobs)")
+                watch.apply(item)
+                if json_lines:
+                    writer.buffer(encode_event(item).decode())
+                if watch.decided.is_set():
+                    return
+        finally:
+            stream_ended.set()
+
+    async def report() -> None:
+        last_plain = time.monotonic()
+        while True:
+            await asyncio.sleep(_FLUSH_EVERY)
+            if not json_lines and not rich_display and time.monotonic() - last_plain >= _PLAIN_EVERY:
+                last_plain = time.monotonic()
+                writer.buffer(plain_line(fold, started))
+            await writer.flush()
+
+    follower = asyncio.create_task(follow(), name="headless.follow")
+    helpers: list[asyncio.Task[Any]] = [asyncio.create_task(report(), name="headless.report")]
+    if rich_display:
+        helpers.append(asyncio.create_task(_show_rich(fold, console), name="headless.rich"))
+    waiters: list[asyncio.Task[Any]] = [
+        asyncio.create_task(stop.wait()),
+        asyncio.create_task(watch.decided.wait()),
+        asyncio.create_task(stream_ended.wait()),
+    ]
     try:
-        async with MonitorSession(config) as session:
-            assert session.scheduler is not None
-            subscription = session.bus.subscribe(name="headless")
-            tasks = [
-                asyncio.create_task(
-                    _pump_json(subscription, tally, writer, watch)
-                    if json_lines
-                    else _pump_tally(subscription, tally, watch)
-                )
-            ]
-            if rich_display:
-                tasks.append(asyncio.create_task(_show_rich(tally, console)))
-            elif not json_lines:
-                tasks.append(asyncio.create_task(_print_plain(tally, writer, started)))
-            waiters: list[asyncio.Task[Any]] = [
-                asyncio.create_task(stop.wait()),
-                asyncio.create_task(watch.decided.wait()),
-            ]
-            if everything_final:
-                # The scheduler's own count is the authority on "every job is final".
-                waiters.append(asyncio.create_task(session.scheduler.wait_all_final()))
-            done, _ = await asyncio.wait(waiters, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED)
-            interrupted = stop.is_set()
-            timed_out = not done
-            for waiter in waiters:
-                waiter.cancel()
-            session.scheduler.sample()
-            summary = session.summary()
-            subscription.close()
-            for task in tasks:
-                if task is not tasks[0]:
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        done, _ = await asyncio.wait(waiters, timeout=time_limit, return_when=asyncio.FIRST_COMPLETED)
     finally:
         remove_handlers()
-    exit_code, reason = _verdict(summary, until, watch, interrupted=interrupted, timed_out=timed_out)
+        for task in (*waiters, follower, *helpers):
+            task.cancel()
+        results = await asyncio.gather(follower, *helpers, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await source.aclose()
+    error = results[0]
+    if isinstance(error, Exception):
+        log.error("watching failed: %r", error)
+    watch.check()
+    summary = summarize(fold, time.monotonic() - started, audit() if audit is not None else None)
+    exit_code, reason = _verdict(
+        summary,
+        until,
+        watch,
+        interrupted=stop.is_set(),
+        timed_out=not done,
+        failure=source.failure or (f"watching failed: {error!r}" if isinstance(error, Exception) else None),
+        ended=fold.ended,
+    )
     if json_lines:
         data = summary.to_dict() | {"exit_code": exit_code, "reason": reason}
-        document = {"v": SCHEMA_VERSION, "type": "Summary", "data": data}
-        await writer.write(json.dumps(document, separators=(",", ":")) + "\n")
+        writer.buffer(json.dumps({"v": SCHEMA_VERSION, "type": "Summary", "data": data}, separators=(",", ":")))
+        await writer.flush()
     else:
         if not rich_display:
-            await writer.write(_plain_line(tally, started) + "\n")
+            writer.buffer(plain_line(fold, started))
+        await writer.flush()
         console.print(render_summary(summary))
         console.print(f"exit {exit_code}: {reason}")
     writer.close()
@@ -259,17 +328,46 @@ async def run_headless(
 
 
 def _verdict(
-    summary: SessionSummary, until: Condition | None, watch: Watch, *, interrupted: bool, timed_out: bool
+    summary: SessionSummary,
+    until: Condition | None,
+    watch: Watch,
+    *,
+    interrupted: bool,
+    timed_out: bool,
+    failure: str | None,
+    ended: str | None,
 ) -> tuple[int, str]:
     """The exit status and why (the codes are listed in ``_cli.EXIT_CODES``)."""
     if interrupted:
         return 130, "interrupted"
     if watch.failed is not None:
         return 4, f"--fail-on {watch.failed} held"
+    if watch.decided.is_set() and until is not None:
+        if str(until) == _ALL_FINAL:
+            return (0, "every job is final and truly stated") if summary.ok else (1, "a job was lost or mis-stated")
+        return 0, f"--until {until} held"
+    if failure is not None:
+        return 5, f"the source failed: {failure}"
     if timed_out:
-        return 3, f"--timeout passed before --until {until} held"
+        return 3, f"--timeout passed before --until {until} held" if until is not None else "--timeout passed"
     if until is None:
-        return 0, "stopped"
-    if str(until) == "all:all:final":
-        return (0, "every job is final and truly stated") if summary.ok else (1, "a job was lost or mis-stated")
-    return 0, f"--until {until} held"
+        return 0, f"the session ended: {ended}" if ended else "the stream ended"
+    return 1, f"the stream ended before --until {until} held" + (f" (session ended: {ended})" if ended else "")
+
+
+async def run_demo_headless(config: SessionConfig, **options: Any) -> int:
+    """Run a simulated session in this process and report it like any other source.
+
+    Args:
+        config: the simulated session.
+        options: as for :func:`run_headless`.
+    """
+    async with MonitorSession(config) as session:
+        scheduler = session.scheduler
+        assert scheduler is not None
+
+        def audit() -> SessionSummary:
+            scheduler.sample()
+            return session.summary()
+
+        return await run_headless(InProcessSource(session.bus, scheduler), audit=audit, **options)

@@ -24,7 +24,9 @@ class WarningKind(enum.StrEnum):
     STUCK = "stuck"
     """In one status far longer than its group's usual time in that status."""
     BACKEND_DONE = "backend_done"
-    """The backend said it finished, but the session has not settled it (still completing)."""
+    """The backend said it finished, and the session has not settled it within its fetch plan."""
+    COLLECT_FAILED = "collect_failed"
+    """Its outputs could not be collected after every attempt (``c`` retries)."""
 
     @property
     def mark(self) -> str:
@@ -37,11 +39,17 @@ class WarningKind(enum.StrEnum):
         return _EXPLANATIONS[self]
 
 
-_MARKS: Final = {WarningKind.UNCONFIRMED: "?", WarningKind.STUCK: "!", WarningKind.BACKEND_DONE: "≠"}
+_MARKS: Final = {
+    WarningKind.UNCONFIRMED: "?",
+    WarningKind.STUCK: "!",
+    WarningKind.BACKEND_DONE: "≠",
+    WarningKind.COLLECT_FAILED: "c",
+}
 _EXPLANATIONS: Final = {
-    WarningKind.UNCONFIRMED: "status not confirmed for k x its poll interval",
+    WarningKind.UNCONFIRMED: "status not confirmed for k x its poll interval, past its planned poll",
     WarningKind.STUCK: "in this status far beyond its group's usual time",
-    WarningKind.BACKEND_DONE: "backend says done, session still says completing",
+    WarningKind.BACKEND_DONE: "backend says done, outputs still not collected past the fetch plan",
+    WarningKind.COLLECT_FAILED: "outputs could not be collected (c retries)",
 }
 
 
@@ -59,6 +67,8 @@ class JobRow:
     next_poll_at: float | None = None
     exit_code: int | None = None
     info: str = ""
+    collect_error: str | None = None
+    """Why the outputs could not be collected, when they could not."""
     polling: bool = False
     """An operation is asking the backend about this job right now."""
     warnings: frozenset[WarningKind] = frozenset()

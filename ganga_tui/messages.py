@@ -8,15 +8,7 @@ from textual.message import Message
 
 from monitor_core import CommandAcked
 
-__all__ = ["CommandAnswered", "SourceEnded", "StoreChanged"]
-
-
-class StoreChanged(Message):
-    """The job store took in new events; a burst of them makes one repaint."""
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, StoreChanged)
-
+__all__ = ["CommandAnswered", "SourceEnded"]
 
 @dataclass
 class SourceEnded(Message):

@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
-import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
-from monitor_core import ConnectionChanged, EventSource, JobStatus, SessionEnded
-from monitor_core.transports import SCHEMA_VERSION, encode_event
+from monitor_core import EventSource, SourceFailed
 from monitor_core.transports.mqtt import add_mqtt_arguments, mqtt_options_from_args
 from monitor_core.transports.mqtt_source import ALL_SESSIONS, MqttSource
 from monitor_core.transports.recording import RecordingSource, ReplaySource
 from monitor_core.transports.socket_source import SocketSource
 from monitor_core.transports.unix_socket import DiscoveredSession, discover_sessions, runtime_dir
-
-from .headless import _install_stop_handlers, _plain_line, _Writer
-from .tally import Tally
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -39,7 +33,6 @@ __all__ = [
     "build_source",
     "control_replay",
     "run_attached",
-    "run_attached_headless",
 ]
 
 _PLAIN_EVERY = 2.0
@@ -154,6 +147,7 @@ def build_source(args: argparse.Namespace, *, headless: bool, chosen: Path | Non
 
     Raises:
         NoSession: nothing to attach to, or several sessions and no way to choose.
+        SourceFailed: the target can never give events (no socket at the path, not a recording).
         ValueError: contradictory or malformed options.
     """
     targets = [name for name in ("attach", "mqtt", "replay") if getattr(args, name)]
@@ -172,90 +166,12 @@ def build_source(args: argparse.Namespace, *, headless: bool, chosen: Path | Non
         source = MqttSource(options, args.session, read_only=args.read_only, follow=not headless)
     else:
         path = args.attach or chosen or _one_of(discover_sessions())
-        source = SocketSource(path, read_only=args.read_only, follow=not headless)
+        socket_source = SocketSource(path, read_only=args.read_only, follow=not headless)
+        socket_source.check_target()
+        source = socket_source
     if args.record is not None:
         source = RecordingSource(source, args.record)
     return source
-
-
-def _connection_line(change: ConnectionChanged) -> str:
-    return f"{'connected' if change.connected else 'disconnected'}: {change.reason}"
-
-
-async def run_attached_headless(
-    source: EventSource, *, json_lines: bool, until_done: bool, stream: IO[str] | None = None
-) -> int:
-    """Report a remote (or replayed) session without the TUI.
-
-    Returns:
-        0 when every job is final (with ``until_done``) or the session ended; 1 when it
-        ended with jobs not final or in status unknown; 130 when interrupted.
-    """
-    writer = _Writer(stream or sys.stdout)
-    stop = asyncio.Event()
-    remove_handlers = _install_stop_handlers(stop)
-    tally = Tally()
-    started = time.monotonic()
-    seen_snapshot = False
-
-    async def follow() -> None:
-        nonlocal seen_snapshot
-        last_plain = 0.0
-        async for item in source.events():
-            lines = []
-            if isinstance(item, ConnectionChanged):
-                if json_lines:
-                    data = {"at": item.at, "connected": item.connected, "reason": item.reason}
-                    lines.append(json.dumps({"v": SCHEMA_VERSION, "type": "ConnectionChanged", "data": data}))
-                else:
-                    lines.append(_connection_line(item))
-            else:
-                tally.apply(item)
-                seen_snapshot = True
-                if json_lines:
-                    lines.append(encode_event(item).decode())
-                elif time.monotonic() - last_plain >= _PLAIN_EVERY or isinstance(item, SessionEnded):
-                    last_plain = time.monotonic()
-                    lines.append(_plain_line(tally, started))
-            if lines:
-                await writer.write("\n".join(lines) + "\n")
-            if isinstance(item, SessionEnded):
-                return
-            if until_done and seen_snapshot and tally.total and tally.final == tally.total:
-                return
-
-    follower = asyncio.create_task(follow(), name="headless-attach.follow")
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait((follower, stopper), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        remove_handlers()
-        for task in (follower, stopper):
-            task.cancel()
-        results = await asyncio.gather(follower, stopper, return_exceptions=True)
-        await source.aclose()
-    error = results[0]
-    if isinstance(error, Exception):
-        logging.getLogger(__name__).error("watching failed: %r", error)
-    unknown = tally.counts[JobStatus.UNKNOWN]
-    done = tally.total > 0 and tally.final == tally.total and not unknown
-    summary = {
-        "jobs": tally.total,
-        "final": tally.final,
-        "by_status": {status.value: count for status, count in tally.counts.items() if count},
-        "ended": tally.ended,
-        "ok": done,
-    }
-    if json_lines:
-        await writer.write(json.dumps({"v": SCHEMA_VERSION, "type": "Summary", "data": summary}) + "\n")
-    else:
-        await writer.write(_plain_line(tally, started) + f"\n{'OK' if done else 'NOT DONE'}: {tally.ended or ''}\n")
-    writer.close()
-    if stop.is_set():
-        return 130
-    if until_done or tally.ended is not None:
-        return 0 if done or (not until_done and tally.total == 0) else 1
-    return 0
 
 
 def _pick(found: list[DiscoveredSession]) -> Path | None:
@@ -279,13 +195,24 @@ def run_attached(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
                 return 0
     try:
         source = build_source(args, headless=args.headless, chosen=chosen)
-    except NoSession as exc:
+    except (NoSession, SourceFailed) as exc:
         print(f"ganga-monitor-tui: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     if args.headless:
-        return asyncio.run(run_attached_headless(source, json_lines=args.json, until_done=args.until_done))
+        from .headless import run_headless
+
+        return asyncio.run(
+            run_headless(
+                source,
+                json_lines=args.json,
+                until_done=args.until_done,
+                until=args.until,
+                fail_on=args.fail_on,
+                time_limit=args.timeout,
+            )
+        )
     from .app import GangaMonitorApp
 
     async def main() -> int:

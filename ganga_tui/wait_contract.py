@@ -17,9 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from monitor_core import ConnectionChanged, Event, JobStatus
-
-from .job_store import JobStore
+from monitor_core import Event, JobStatus, StateFold
 
 __all__ = ["Condition", "ConditionError", "Watch"]
 
@@ -68,23 +66,26 @@ class Condition:
     def _matches(self, status: JobStatus) -> bool:
         return status.is_final if self.state == "final" else status.value == self.state
 
-    def _counts(self, store: JobStore) -> Counter[JobStatus]:
+    def _counts(self, fold: StateFold) -> Counter[JobStatus]:
         if self.scope == "group":
-            group = store.groups.get(self.name)
-            return group.counts if group is not None else Counter()
+            return fold.by_group.get(self.name, Counter())
         if self.scope == "backend":
-            return store.by_backend.get(self.name, Counter())
-        return store.counts
+            return fold.by_backend.get(self.name, Counter())
+        return fold.counts
 
-    def holds(self, store: JobStore) -> bool:
-        """Whether the condition holds for the jobs the store knows."""
-        counts = self._counts(store)
+    def holds(self, fold: StateFold) -> bool:
+        """Whether the condition holds for the jobs the fold knows."""
+        counts = self._counts(fold)
         present = [status for status, n in counts.items() if n > 0]
         if self.quantifier == "any":
             return any(self._matches(status) for status in present)
         if not present:
-            # Every job of an empty session is final; an unknown group or backend has not appeared yet.
-            return self.scope == "all" and store.events > 0
+            # Every job of an empty session is final, once the session itself says it has none (a viewer
+            # of a broker sees an empty state before the session publishes); an unknown group or
+            # backend has not appeared yet.
+            heartbeat = fold.heartbeat
+            said_empty = fold.ended is not None or (heartbeat is not None and heartbeat.jobs_total == 0)
+            return self.scope == "all" and said_empty
         return all(self._matches(status) for status in present)
 
     def __str__(self) -> str:
@@ -93,15 +94,16 @@ class Condition:
 
 
 class Watch:
-    """Folds events into a store and decides when the wait is over.
+    """Decides, from the one fold, when the wait is over.
 
     Args:
         until: the condition to wait for, or ``None`` to wait until stopped.
         fail_on: conditions that end the wait as a failure.
+        fold: the fold the runner keeps (a new one when ``None``).
     """
 
-    def __init__(self, until: Condition | None, fail_on: list[Condition]) -> None:
-        self.store = JobStore()
+    def __init__(self, until: Condition | None, fail_on: list[Condition], fold: StateFold | None = None) -> None:
+        self.fold = fold if fold is not None else StateFold()
         self.until = until
         self.fail_on = fail_on
         self.decided = asyncio.Event()
@@ -109,15 +111,19 @@ class Watch:
         self.failed: Condition | None = None
         """The ``fail_on`` condition that held, if one did."""
 
-    def apply(self, event: Event | ConnectionChanged) -> None:
+    def apply(self, event: Event) -> None:
         """Fold one event in and check the conditions."""
-        self.store.apply(event)
+        self.fold.apply(event)
+        self.check()
+
+    def check(self) -> None:
+        """Check the conditions against what the fold holds now."""
         if self.decided.is_set():
             return
         for condition in self.fail_on:
-            if condition.holds(self.store):
+            if condition.holds(self.fold):
                 self.failed = condition
                 self.decided.set()
                 return
-        if self.until is not None and self.until.holds(self.store):
+        if self.until is not None and self.until.holds(self.fold):
             self.decided.set()

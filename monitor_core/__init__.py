@@ -37,6 +37,7 @@ from ._events import (
     Snapshot,
     UpdateRejected,
 )
+from ._fold import BackendFigures, StateFold, percentile
 from ._lane import SchedulerConfig
 from ._model import (
     ACTIVE_STATUSES,
@@ -57,7 +58,7 @@ from ._outputs import OutputSink
 from ._policy import AdaptiveInterval
 from ._scheduler import Scheduler, UnknownBackend, UnknownJob
 from ._session import MonitorSession, SessionConfig, SessionSummary
-from ._source import ConnectionChanged, EventSource, InProcessSource
+from ._source import ConnectionChanged, EventSource, InProcessSource, SourceFailed
 from ._state_lock import StateDirectoryInUse
 from ._store import SessionStore
 
@@ -65,6 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "InProcessSource",
+    "SourceFailed",
     "EventSource",
     "ConnectionChanged",
     "execute_command",
@@ -79,6 +81,7 @@ __all__ = [
     "FINAL_STATUSES",
     "TRANSITIONS",
     "AdaptiveInterval",
+    "BackendFigures",
     "BackendRecord",
     "BreakerChanged",
     "BreakerState",
@@ -117,6 +120,7 @@ __all__ = [
     "SessionSummary",
     "Snapshot",
     "StateDirectoryInUse",
+    "StateFold",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionStatistics",
@@ -125,5 +129,6 @@ __all__ = [
     "UpdateRejected",
     "__version__",
     "check_transition",
+    "percentile",
     "is_legal_transition",
 ]

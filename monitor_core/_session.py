@@ -105,6 +105,12 @@ class BackendSummary:
     calls: int
     retries: int
     rejections: int
+    results_p50: float = 0.0
+    """End to collected: seconds from a job's move to ``completing`` until its outputs were settled."""
+    results_p99: float = 0.0
+    results_max: float = 0.0
+    results_jobs: int = 0
+    """Jobs the end-to-collected figures are taken over."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from monitor_core import RefreshJob, TailOutput
+from monitor_core import CollectOutput, JobStatus, RefreshJob, TailOutput
 
 from ..widgets.job_detail import JobDetail
 
@@ -27,6 +27,7 @@ class JobDetailScreen(Screen[None]):
         Binding("escape,q", "app.pop_screen", "Back"),
         Binding("r", "refresh_job", "Refresh job now"),
         Binding("t", "tail_output", "Fetch output tail"),
+        Binding("c", "collect_output", "Collect outputs now"),
     ]
 
     def __init__(self, job_id: str) -> None:
@@ -46,12 +47,18 @@ class JobDetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         row = self.monitor.store.rows.get(self.job_id)
-        if row is not None and row.status.is_final and self.monitor.auto_tail:
+        if row is not None and row.status == JobStatus.COMPLETING:
+            # Someone looking at a finished job wants its outputs: ahead of the fetch queue.
+            self.action_collect_output()
+        elif row is not None and row.status.is_final and self.monitor.auto_tail:
             self.action_tail_output()
 
     def refresh_from_store(self) -> None:
         """Redraw from the store (called by the app on new events)."""
         self.query_one(JobDetail).refresh_from_store()
+
+    def action_collect_output(self) -> None:
+        self.monitor.request(CollectOutput(job_id=self.job_id), f"collect outputs of job {self.job_id}")
 
     def action_refresh_job(self) -> None:
         self.monitor.request(RefreshJob(job_id=self.job_id), f"refresh job {self.job_id}")

@@ -1,4 +1,4 @@
-"""Per-backend health: load, calls in flight, queue, lag now and its history, errors, breaker."""
+"""Per-backend health: load, calls in flight, queue, status lag and results lag with their history, fetches."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from ._format import duration
 
 __all__ = ["BackendRow", "BackendsPanel"]
 
-_LEFT = "{name:<11.11} {active:>6} {flight:>5} {queued:>5} {lag:>6} "
-_RIGHT = " {errors:>4} {breaker:<7.7} {latency:>6} {load:>10}"
+_LEFT = "{name:<11.11} {active:>6} {flight:>5} {queued:>5} {lag:>6} {results:>7} "
+_RIGHT = " {fetches:>9} {errors:>4} {breaker:<7.7} {load:>10}"
 
 
 def _load(record: BackendRecord) -> str:
@@ -30,34 +30,38 @@ class BackendRow(Horizontal):
         self.backend = name
         """The backend this row shows."""
         self._left = Static(classes="backend--left", markup=False)
-        self._sparkline = Sparkline([0.0, 0.0], summary_function=max)
+        self._sparkline = Sparkline([0.0, 0.0], summary_function=max, classes="backend--lag")
+        self._results = Sparkline([0.0, 0.0], summary_function=max, classes="backend--results")
         self._right = Static(classes="backend--right", markup=False)
 
     def compose(self) -> ComposeResult:
         yield self._left
         yield self._sparkline
+        yield self._results
         yield self._right
 
-    def show(self, record: BackendRecord, history: list[float], *, lagging: bool) -> None:
-        """Show a new health sample and the lag history."""
+    def show(self, record: BackendRecord, history: list[float], results: list[float], *, lagging: bool) -> None:
+        """Show a new health sample, and the status-lag and results-lag histories."""
         left = _LEFT.format(
             name=record.name,
             active=record.active_jobs,
             flight=f"{record.in_flight}/{record.concurrency_limit}",
             queued=record.queued_ops,
             lag=duration(record.lag),
+            results=duration(record.results_lag),
         )
         breaker = "paused" if record.paused else record.breaker.replace("_", "-")
         right = _RIGHT.format(
+            fetches=f"{record.fetches_in_flight}/{record.fetch_limit}+{record.fetches_queued}",
             errors=f"{record.error_rate:.0%}",
             breaker=breaker,
-            latency=duration(record.last_latency),
             load=_load(record),
         )
         self._left.update(left)
         self._right.update(right)
         # An all-zero history would draw as a full bar; keep an on-time backend's line flat.
         self._sparkline.data = [*history] if any(history) else [0.0, 0.0]
+        self._results.data = [*results] if any(results) else [0.0, 0.0]
         self.set_class(lagging, "-lagging")
         self.set_class(record.breaker != "closed", "-breaker-open")
         self.set_class(record.paused, "-paused")
@@ -72,9 +76,9 @@ class BackendsPanel(Vertical):
     BackendsPanel { height: auto; }
     BackendsPanel > .backends--header { text-style: bold; }
     BackendsPanel > Horizontal { height: 1; }
-    BackendsPanel .backend--left { width: 38; }
-    BackendsPanel .backend--right { width: 31; }
-    BackendsPanel Sparkline, BackendsPanel .backend--middle { width: 1fr; min-width: 6; margin: 0 1 0 0; }
+    BackendsPanel .backend--left { width: 46; }
+    BackendsPanel .backend--right { width: 34; }
+    BackendsPanel Sparkline, BackendsPanel .backend--middle { width: 1fr; min-width: 4; margin: 0 1 0 0; }
     """
 
     def __init__(self, store: JobStore, *, id: str | None = None) -> None:
@@ -85,13 +89,16 @@ class BackendsPanel(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="backends--header"):
             yield Static(
-                _LEFT.format(name="backend", active="active", flight="calls", queued="queue", lag="lag"),
+                _LEFT.format(
+                    name="backend", active="active", flight="calls", queued="queue", lag="lag", results="results"
+                ),
                 classes="backend--left",
                 markup=False,
             )
-            yield Static("lag history", classes="backend--middle")
+            yield Static("lag history", classes="backend--middle backend--lag")
+            yield Static("results history", classes="backend--middle backend--results")
             yield Static(
-                _RIGHT.format(errors="err", breaker="breaker", latency="last", load="calls/min"),
+                _RIGHT.format(fetches="fetches", errors="err", breaker="breaker", load="calls/min"),
                 classes="backend--right",
                 markup=False,
             )
@@ -110,7 +117,14 @@ class BackendsPanel(Vertical):
             if row is None:
                 row = BackendRow(name)
                 self.mount(row)
-            row.show(record, list(store.lag_history.get(name, ())), lagging=store.is_lagging(name))
+            row.show(
+                record,
+                list(store.lag_history.get(name, ())),
+                list(store.results_history.get(name, ())),
+                lagging=store.is_lagging(name),
+            )
         lagging = [name for name in store.backends if store.is_lagging(name)]
-        self.set_class(bool(lagging), "-lagging")
-        self.border_subtitle = ("lagging: " + ", ".join(lagging)) if lagging else ""
+        faults = [f"{fault.what}: {fault.error}" for fault in store.faults]
+        self.set_class(bool(lagging) or bool(faults), "-lagging")
+        notes = (["lagging: " + ", ".join(lagging)] if lagging else []) + [f"local fault {f}" for f in faults]
+        self.border_subtitle = " │ ".join(notes)

@@ -82,6 +82,10 @@ class JobDetail(VerticalScroll):
             fields.add_row("next poll", f"in {duration(row.next_poll_at - now)}")
         if row.exit_code is not None:
             fields.add_row("exit code", str(row.exit_code))
+        if row.collect_error:
+            fields.add_row(
+                "outputs", Text(f"not collected: {row.collect_error} (c to try again)", style="bold red")
+            )
         if row.warnings:
             fields.add_row(
                 "warnings",

@@ -107,16 +107,24 @@ class ProgressPanel(Widget):
         table.add_column(justify="right", no_wrap=True, width=9)
         table.add_column(justify="right", no_wrap=True, width=6)
         overall = self.store.overall()
+        bound = None if self.show_groups else self.store.collect_bound()
+        if bound is not None:
+            # The best the service's allowance permits for the queued outputs, beside the plan's ETA.
+            table.add_column(justify="left", no_wrap=True, width=16)
+            width = max(6, width - 17)
         stats_rows = [("all jobs", overall)]
         if self.show_groups:
             stats_rows += [(name or "(no group)", group) for name, group in sorted(self.store.groups.items())]
         for label, stats in stats_rows:
-            table.add_row(
+            cells: list[RenderableType] = [
                 Text(shorten(label, label_width), style="bold" if label == "all jobs" else ""),
                 self._bar(stats, width),
                 f"{stats.final}/{stats.total}",
                 self._eta(stats, now),
-            )
+            ]
+            if bound is not None:
+                cells.append(Text(f"collect ≥{duration(bound)}", style="dim"))
+            table.add_row(*cells)
         return table
 
     def refresh_from_store(self) -> None:

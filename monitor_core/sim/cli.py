@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--backends", type=_backends, default=("local", "dirac-sim"), metavar="LIST")
     work.add_argument("--latency", type=_non_negative, default=0.3, metavar="S", help="median DIRAC call latency")
     work.add_argument("--error-rate", type=_non_negative, default=0.0, metavar="F")
+    work.add_argument("--hang-rate", type=_non_negative, default=0.0, metavar="F", help="DIRAC calls that hang")
+    work.add_argument(
+        "--dirac-client",
+        choices=("process", "thread"),
+        default="process",
+        help="isolate the blocking DIRAC client in subprocess workers (default) or threads",
+    )
+    work.add_argument(
+        "--dirac-port", type=int, default=None, metavar="PORT", help="a simulated DIRAC service already on this port"
+    )
     work.add_argument("--failure-rate", type=_non_negative, default=0.1, metavar="F")
     work.add_argument("--mean-duration", type=_non_negative, default=8.0, metavar="S", help="mean grid job runtime")
     work.add_argument(
@@ -77,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--serve", action="store_true", help="serve on a Unix socket in the runtime directory")
     serve.add_argument("--socket", type=Path, default=None, metavar="PATH", help="serve on this socket path instead")
     serve.add_argument("--read-only", action="store_true", help="refuse viewers' commands")
+    serve.add_argument(
+        "--ready-fd",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="once serving, write 'ready SOCKET' and a newline to this file descriptor and close it "
+        "(how ganga-monitor-tui --demo knows its session is up)",
+    )
     serve.add_argument("--record", type=Path, default=None, metavar="FILE", help="record the bus (.jsonl.gz)")
     add_mqtt_arguments(serve, session_side=True)
     end = parser.add_argument_group("ending")
@@ -106,6 +124,9 @@ async def run(args: argparse.Namespace, mqtt: MqttOptions | None) -> int:
         backends=args.backends,
         dirac_latency=args.latency,
         dirac_error_rate=min(args.error_rate, 1.0),
+        dirac_hang_rate=min(args.hang_rate, 1.0),
+        dirac_port=args.dirac_port,
+        dirac_client=args.dirac_client,
         failure_rate=min(args.failure_rate, 1.0),
         mean_duration=args.mean_duration,
         local_mean_duration=args.local_mean_duration,
@@ -146,6 +167,8 @@ async def run(args: argparse.Namespace, mqtt: MqttOptions | None) -> int:
             bridge = MqttBridge(session.bus, mqtt, session=name, execute=execute, read_only=args.read_only)
             await stack.enter_async_context(bridge)
             print(f"ganga-monitor-sim: session {name} publishing to {mqtt.describe()}", file=sys.stderr, flush=True)
+        if args.ready_fd is not None:
+            _say_ready(args.ready_fd, socket_server.path if socket_server is not None else None)
         waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if args.exit_when_done:
             waiters.append(asyncio.create_task(scheduler.wait_all_final()))
@@ -174,6 +197,15 @@ async def run(args: argparse.Namespace, mqtt: MqttOptions | None) -> int:
             }
             args.summary.write_text(json.dumps(document, indent=1, default=str))
     return 0 if summary.ok or not args.exit_when_done else 1
+
+
+def _say_ready(fd: int, socket: Path | None) -> None:
+    """Tell the parent that started us that viewers can attach now."""
+    try:
+        with os.fdopen(fd, "w") as stream:
+            stream.write(f"ready {socket or ''}\n")
+    except OSError as exc:
+        log.warning("could not signal readiness on fd %d: %s", fd, exc)
 
 
 def _server_figures(server: SocketServer) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Final
 from .._bus import EventBus, SubscriptionClosed
 from .._commands import Command
 from .._events import CommandAcked, Event, SessionEnded, Snapshot
-from .._source import ConnectionChanged, EventSource
+from .._source import ConnectionChanged, EventSource, SourceFailed
 from ._codec import WireError, decode_event, encode_event
 from ._fold import StateFold
 
@@ -150,6 +150,13 @@ class RecordingSource(EventSource):
         finally:
             self._writer.close()
 
+    @property
+    def failure(self) -> str | None:  # type: ignore[override]
+        return self.inner.failure
+
+    def resync(self) -> bool:
+        return self.inner.resync()
+
     async def send(self, command: Command) -> CommandAcked:
         return await self.inner.send(command)
 
@@ -224,6 +231,9 @@ class ReplaySource(EventSource):
     The control methods (:meth:`set_speed`, :meth:`pause`, :meth:`resume`, :meth:`step`,
     :meth:`seek`) take effect at once, also while :meth:`events` waits between events.
 
+    Raises:
+        SourceFailed: on construction, when the file cannot be read or holds no recording.
+
     Args:
         path: the recording.
         speed: 1.0 plays in recorded time, 10.0 ten times faster, ``0`` as fast as read.
@@ -233,7 +243,13 @@ class ReplaySource(EventSource):
 
     def __init__(self, path: Path, *, speed: float = 1.0, paused: bool = False, hold_at_end: bool = False) -> None:
         self.path = Path(path)
-        self.recording = load_recording(self.path)
+        try:
+            self.recording = load_recording(self.path)
+        except OSError as exc:
+            raise SourceFailed(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        if not self.recording.events:
+            damage = self.recording.damage
+            raise SourceFailed(f"{self.path} is not a recording ({damage.reason if damage else 'it is empty'})")
         self.read_only = True
         self.description = f"replay of {self.path}"
         self.hold_at_end = hold_at_end
@@ -333,6 +349,7 @@ class ReplaySource(EventSource):
                 if not self.finished:
                     self.finished = True
                     if self.damage is not None:
+                        self.failure = str(self.damage)
                         yield ConnectionChanged(at=self.position, connected=False, reason=str(self.damage))
                         if not any(isinstance(event, SessionEnded) for event in events[-1:]):
                             yield SessionEnded(at=self.position, reason=str(self.damage))

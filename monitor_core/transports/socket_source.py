@@ -13,7 +13,7 @@ from typing import Final
 
 from .._commands import Command
 from .._events import CommandAcked, Event, SessionEnded
-from .._source import ConnectionChanged, EventSource
+from .._source import ConnectionChanged, EventSource, SourceFailed
 from ._backoff import Backoff
 from ._codec import MAX_MESSAGE_BYTES, WireError, decode_event, encode_command
 from ._framing import FrameError, encode_frame, read_frame
@@ -62,6 +62,30 @@ class SocketSource(EventSource):
         """Messages from the session rejected, by kind."""
         self.connects = 0
         """Successful connections so far."""
+        self.resyncs = 0
+        """Times the viewer asked to start over from a fresh snapshot."""
+        self._resync_requested = False
+
+    def check_target(self) -> None:
+        """Fail fast when nothing can ever answer at the path.
+
+        Raises:
+            SourceFailed: the path does not exist, or is not a socket.
+        """
+        if not self.path.exists():
+            raise SourceFailed(f"no session socket at {self.path} (nothing there)")
+        if not self.path.is_socket():
+            raise SourceFailed(f"{self.path} is not a socket")
+
+    def resync(self) -> bool:
+        """Reconnect at once: the session sends a fresh snapshot to every new connection."""
+        writer = self._writer
+        if writer is None:
+            return False
+        self.resyncs += 1
+        self._resync_requested = True
+        writer.close()
+        return True
 
     async def events(self) -> AsyncIterator[Event | ConnectionChanged]:
         announced_down = False
@@ -97,6 +121,9 @@ class SocketSource(EventSource):
                     await writer.wait_closed()
             if ended and not self.follow:
                 return
+            if self._resync_requested and not ended:
+                self._resync_requested = False
+                continue
             announced_down = True
             yield ConnectionChanged(at=time.time(), connected=False, reason=reason)
             await asyncio.sleep(self._backoff.next_delay())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -39,10 +41,15 @@ def test_until_done_finishes_every_job_and_prints_the_summary(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "150 of 150 planned" in result.stdout
-    assert "lost           0" in result.stdout
-    assert "mis-stated     0" in result.stdout
-    assert "verdict        OK" in result.stdout
+    assert re.search(r"^\s*lost\s+0\s*$", result.stdout, re.MULTILINE)
+    assert re.search(r"^\s*mis-stated\s+0\s*$", result.stdout, re.MULTILINE)
+    assert re.search(r"^\s*verdict\s+OK\s*$", result.stdout, re.MULTILINE)
     assert "jobs 150/150 final" in result.stdout
+    # Both lags per backend, from the events: status lag, and end to collected for the grid's outputs.
+    assert re.search(r"^\s*lag dirac-sim\s+p50 [\d.]+s\s+p99 [\d.]+s\s+max", result.stdout, re.MULTILINE)
+    results = re.search(r"^\s*results dirac-sim\s+p50 .*\(end to collected, (\d+) jobs\)", result.stdout, re.MULTILINE)
+    assert results is not None
+    assert int(results.group(1)) > 0
 
 
 def test_json_lines_are_valid_wire_events_and_end_with_the_summary(tmp_path: Path) -> None:
@@ -133,3 +140,34 @@ def kill_mid_run_then_resume(port: int, state: Path) -> None:
     for job_id in ids:
         files = {p.name for p in (outputs / job_id).iterdir()}
         assert files & {"std.out", "stdout"}, f"job {job_id} has no output"
+
+
+async def test_headless_never_goes_silent_when_its_subscription_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ganga_tui.headless import run_headless
+    from ganga_tui.wait_contract import Condition
+    from monitor_core import EventBus, InProcessSource, JobStatus, OutputSink, Scheduler
+    from monitor_core.backends import Capabilities
+
+    from .fakes import ScriptedBackend, specs
+
+    caps = Capabilities(max_batch=5, max_concurrency=2, poll_interval=0.1, call_timeout=2)
+    timeline = [JobStatus.RUNNING] * 8 + [JobStatus.COMPLETED]
+    backend = ScriptedBackend("local", caps=caps, timeline=timeline)
+    bus = EventBus()
+    out = io.StringIO()
+    async with Scheduler([backend], bus=bus, outputs=OutputSink(tmp_path / "out")) as scheduler:
+        await scheduler.submit(specs(10, "local"))
+        source = InProcessSource(bus, scheduler)
+        run = asyncio.create_task(
+            run_headless(source, json_lines=False, until=Condition.parse("all:final", default="all"), stream=out)
+        )
+        await asyncio.sleep(0.3)
+        assert source.resync(), "the subscription ends (as an overflow ends it) while jobs still run"
+        code = await asyncio.wait_for(run, 60)
+    assert code == 0, out.getvalue()
+    assert source.resubscribed == 1
+    assert "resynced from a fresh snapshot (10 jobs)" in out.getvalue()
+    assert "resubscribing from a snapshot" in caplog.text
+    assert "jobs 10/10 final" in out.getvalue()

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
-from monitor_core import ConnectionChanged, Event, JobChanged, RefreshJob, SessionEnded, Snapshot
+import pytest
+
+from monitor_core import ConnectionChanged, Event, JobChanged, RefreshJob, SessionEnded, Snapshot, SourceFailed
 from monitor_core.transports import Backoff, StateFold
 from monitor_core.transports.recording import RecordingSource, ReplaySource, load_recording
 from monitor_core.transports.socket_source import SocketSource
 
 from .conftest import sim_command
 from .helpers import Watched, next_item, read_summary, spawn, stream_of, wait_process, watch
+
+
+async def run_tui(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "ganga_tui", *args]
+    return await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=90, check=False)
 
 
 async def _replay_final_states(path: Path) -> tuple[dict[str, str], list[Event | ConnectionChanged]]:
@@ -96,6 +105,8 @@ async def test_a_damaged_recording_replays_up_to_the_damage_and_says_where(run_d
     assert not stop.connected
     assert stop.reason.startswith("recording damaged at line 11: JobChanged: field at")
     assert isinstance(items[-1], SessionEnded)
+    assert replay.failure is not None
+    assert "line 11" in replay.failure
 
     # Cut the compressed file in the middle, as a killed recorder or a full disk would.
     truncated = run_dir / "truncated.jsonl.gz"
@@ -114,9 +125,20 @@ async def test_a_damaged_recording_replays_up_to_the_damage_and_says_where(run_d
     garbage = run_dir / "garbage.jsonl.gz"
     garbage.write_bytes(b"this is not gzip at all")
     assert load_recording(garbage).damage is not None
-    stopped = await anext(stream_of(ReplaySource(garbage)))
-    assert isinstance(stopped, ConnectionChanged)
-    assert not stopped.connected
+    with pytest.raises(SourceFailed, match="is not a recording"):
+        ReplaySource(garbage)
+    with pytest.raises(SourceFailed, match="cannot read"):
+        ReplaySource(run_dir / "no-such-file.jsonl.gz")
+
+    # As a user runs it: a damaged recording plays up to the damage, then says where and fails;
+    # a file that is no recording fails at once.
+    damaged = await run_tui("--replay", str(corrupt), "--speed", "0", "--headless")
+    assert damaged.returncode == 5, damaged.stdout + damaged.stderr
+    assert "line 11" in damaged.stdout
+    assert "jobs" in damaged.stdout
+    not_one = await run_tui("--replay", str(garbage), "--headless")
+    assert not_one.returncode == 2
+    assert "is not a recording" in not_one.stderr
 
 
 async def test_replay_controls_pause_step_seek_and_speed(run_dir: Path) -> None:

@@ -28,6 +28,11 @@ async def _run_tui(*args: str, env: dict[str, str] | None = None) -> subprocess.
     )
 
 
+async def _serving(sock: Path) -> None:
+    """Wait until a session started beside the test serves (attaching earlier fails fast, by design)."""
+    await asyncio.to_thread(_wait_for_socket, sock)
+
+
 def _fold_json_lines(stdout: str) -> tuple[StateFold, dict[str, Any]]:
     fold = StateFold()
     summary: dict[str, Any] = {}
@@ -49,6 +54,7 @@ async def test_headless_attach_over_the_socket_until_done(run_dir: Path) -> None
         )
     )  # fmt: skip
     try:
+        await _serving(sock)
         result = await _run_tui("--headless", "--attach", str(sock), "--json", "--until-done")
         assert await wait_process(process) == 0
     finally:
@@ -82,7 +88,7 @@ async def test_no_target_discovers_the_one_running_session(run_dir: Path) -> Non
         await wait_process(process)
     assert result.returncode == 0, result.stderr
     assert "4/4 final" in result.stdout
-    assert result.stdout.rstrip().splitlines()[-1].startswith("OK")
+    assert result.stdout.rstrip().splitlines()[-1].startswith("exit 0: every job is final")
     # A session that exits cleanly removes its socket; the directory stays private.
     assert not (run_dir / "ganga-monitor" / "found-me.sock").exists()
     assert (run_dir / "ganga-monitor").stat().st_mode & 0o777 == 0o700
@@ -137,6 +143,7 @@ async def test_the_tui_attaches_over_the_socket_and_drives_a_replay_with_keys(ru
         )
     )  # fmt: skip
     try:
+        await _serving(sock)
         app = GangaMonitorApp(SocketSource(sock, follow=False))
         async with app.run_test(size=(120, 40)) as pilot:
             await _until(pilot, lambda: app.ended is not None)
@@ -188,3 +195,88 @@ async def test_the_picker_returns_the_chosen_session(run_dir: Path) -> None:
         await pilot.pause()
         await pilot.press("escape")
     assert app.return_value is None
+
+
+async def test_attach_to_a_path_where_nothing_serves_exits_2_at_once(run_dir: Path) -> None:
+    for headless in (["--headless"], []):
+        result = await _run_tui("--attach", str(run_dir / "nothing-here.sock"), *headless)
+        assert result.returncode == 2, result.stderr
+        assert "no session socket at" in result.stderr
+    not_a_socket = run_dir / "plain-file"
+    not_a_socket.write_text("hello")
+    result = await _run_tui("--attach", str(not_a_socket), "--headless")
+    assert result.returncode == 2
+    assert "is not a socket" in result.stderr
+
+
+async def test_the_wait_grammar_holds_for_an_attached_session_and_its_replay(run_dir: Path) -> None:
+    sock, recording = run_dir / "s.sock", run_dir / "rec.jsonl.gz"
+    process = spawn(
+        sim_command(
+            "--jobs", "12", "--socket", str(sock), "--state-dir", str(run_dir / "state"),
+            "--failure-rate", "0.5", "--mean-duration", "2", "--record", str(recording),
+        )
+    )  # fmt: skip
+    try:
+        await _serving(sock)
+        timed_out = await _run_tui("--headless", "--attach", str(sock), "--until", "group:no-such-group:final",
+                                   "--timeout", "1")  # fmt: skip
+        assert timed_out.returncode == 3, timed_out.stdout + timed_out.stderr
+        assert "--timeout passed" in timed_out.stdout
+        failed = await _run_tui("--headless", "--attach", str(sock), "--fail-on", "any:failed", "--json")
+        assert failed.returncode == 4, failed.stderr
+        fold, summary = _fold_json_lines(failed.stdout)
+        assert summary["exit_code"] == 4
+        assert any(status == "failed" for status in fold.final_states().values())
+        local = await _run_tui("--headless", "--attach", str(sock), "--until", "backend:local:final")
+        assert local.returncode == 0, local.stdout + local.stderr
+        assert "--until all:backend:local:final held" in local.stdout
+        done = await _run_tui("--headless", "--attach", str(sock), "--until-done", "--json")
+        assert done.returncode == 0, done.stderr
+        assert _fold_json_lines(done.stdout)[1]["ok"] is True
+    finally:
+        process.terminate()
+        await wait_process(process)
+    # The same grammar over the recording of that session.
+    replayed = await _run_tui("--headless", "--replay", str(recording), "--speed", "0", "--until-done")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    replay_failed = await _run_tui("--headless", "--replay", str(recording), "--speed", "0", "--fail-on", "any:failed")
+    assert replay_failed.returncode == 4
+    slow = await _run_tui("--headless", "--replay", str(recording), "--until-done", "--timeout", "0.5")
+    assert slow.returncode == 3
+    ended = await _run_tui("--headless", "--replay", str(recording), "--speed", "0", "--until", "group:nope:final")
+    assert ended.returncode == 1
+    assert "the stream ended before --until" in ended.stdout
+
+
+async def test_a_socket_viewer_that_asks_to_resync_gets_a_fresh_snapshot_without_a_disconnect(run_dir: Path) -> None:
+    from monitor_core import ConnectionChanged, Snapshot
+    from monitor_core.transports.socket_source import SocketSource
+
+    sock = run_dir / "s.sock"
+    process = spawn(sim_command("--jobs", "6", "--socket", str(sock), "--state-dir", str(run_dir / "state")))
+    try:
+        await _serving(sock)
+        source = SocketSource(sock, follow=False)
+        stream = source.events()
+        items = []
+        async with asyncio.timeout(30):
+            async for item in stream:
+                items.append(item)
+                if isinstance(item, Snapshot):
+                    break
+            assert source.resync()
+            async for item in stream:
+                items.append(item)
+                if isinstance(item, Snapshot):
+                    break
+        await stream.aclose()  # type: ignore[attr-defined]
+        await source.aclose()
+    finally:
+        process.terminate()
+        await wait_process(process)
+    snapshots = [item for item in items if isinstance(item, Snapshot)]
+    assert len(snapshots) == 2
+    assert len(snapshots[1].jobs) == 6
+    assert source.connects == 2
+    assert not any(isinstance(item, ConnectionChanged) and not item.connected for item in items)

@@ -23,6 +23,8 @@ async def settle(pilot: Pilot[object], *, full: bool = True) -> None:
     drained = getattr(source, "drained", None)
     if drained is not None:
         await drained.wait()
+    while not app.caught_up:
+        await pilot.pause(0.01)
     await pilot.pause()
     app.update_view(full=full)
     await wait_for_commands(pilot)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from monitor_core import (
     BackendRecord,
@@ -97,6 +98,11 @@ def _backends(dirac_lag: float) -> tuple[BackendRecord, ...]:
             max_calls_per_minute=600,
             error_rate=0.05,
             last_latency=0.42,
+            fetches_in_flight=4,
+            fetch_limit=6,
+            fetches_queued=35,
+            results_lag=min(dirac_lag * 2, 42.0),
+            collect_bound=12.0,
         ),
     )
 
@@ -135,6 +141,11 @@ def session_events() -> list[Event]:
     jobs[39] = _job(40, "dirac-sim", "dirac-sim-batch001", S.COMPLETING, since=90, confirmed=3)
     # Job 15 has been running for 900s; its group usually runs for about 20s.
     jobs[14] = _job(15, "dirac-sim", "dirac-sim-batch000", S.RUNNING, since=900, confirmed=1)
+    # Job 38 finished, but its outputs could not be collected.
+    jobs[37] = replace(
+        _job(38, "dirac-sim", "dirac-sim-batch001", S.FAILED, since=30, confirmed=30),
+        collect_error="output fetch timed out 5 times",
+    )
     ops = (
         OpRecord(
             op_id=501,

@@ -1,7 +1,8 @@
-"""The app over real sessions: a scheduler in this process carrying out commands, and the demo."""
+"""The app over real sessions: a scheduler in this process carrying out commands, and the demo in its own."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,11 @@ async def test_keys_pause_resume_refresh_and_set_interval_on_a_real_scheduler(tm
         assert app.return_code == 0
 
 
-async def test_demo_session_runs_in_the_app_and_stops_with_it(tmp_path: Path) -> None:
+async def test_demo_session_runs_in_its_own_process_and_quitting_the_tui_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     config = SessionConfig(
         state_dir=tmp_path / "demo",
         jobs=40,
@@ -71,18 +76,27 @@ async def test_demo_session_runs_in_the_app_and_stops_with_it(tmp_path: Path) ->
         failure_rate=0.2,
     )
     app = GangaMonitorApp(demo=config)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.store.total == 40 and app.store.final == 40, rounds=6000)
-        assert app.source is not None
-        assert "in this process" in app.source.description
-        assert set(app.store.backends) == {"local", "dirac-sim"}
-        assert app.store.counts[JobStatus.COMPLETED] + app.store.counts[JobStatus.FAILED] == 40
-        app.main_screen.query_one(JobTable).focus()
-        await pilot.press("f", "f", "f", "f", "f")
-        assert app.store.row_count == app.store.counts[JobStatus.FAILED]
-        await pilot.press("escape", "enter")
-        await wait_for(pilot, lambda: "==>" in getattr(app.screen.query_one("#detail"), "output", ""))
-        await pilot.press("escape", "q")
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.store.total == 40 and app.store.final == 40, rounds=6000)
+            assert app.source is not None
+            session = app.demo_session
+            assert session is not None
+            assert session.pid is not None
+            assert session.pid != os.getpid()
+            assert session.running
+            assert f"pid {session.pid}" in app.source.description
+            assert set(app.store.backends) == {"local", "dirac-sim"}
+            assert app.store.counts[JobStatus.COMPLETED] + app.store.counts[JobStatus.FAILED] == 40
+            app.main_screen.query_one(JobTable).focus()
+            await pilot.press("f", "f", "f", "f", "f")
+            assert app.store.row_count == app.store.counts[JobStatus.FAILED]
+            await pilot.press("escape", "enter")
+            await wait_for(pilot, lambda: "==>" in getattr(app.screen.query_one("#detail"), "output", ""))
+            await pilot.press("escape", "q")
+    finally:
+        await app.close_session()  # a failed assertion must not leave the session running
     assert app.return_code == 0
-    assert app._session_task is not None
-    assert app._session_task.done()
+    assert not session.running, "quitting the TUI stops the session it started"
+    assert not session.socket.exists()
+    assert "--keep-session" in (app.farewell() or "")

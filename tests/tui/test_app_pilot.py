@@ -8,7 +8,6 @@ from textual.widgets import Input, Sparkline, Static
 
 from ganga_tui.app import GangaMonitorApp
 from ganga_tui.job_store import WarningKind
-from ganga_tui.messages import StoreChanged
 from ganga_tui.screens.help import HelpScreen
 from ganga_tui.screens.job_detail import JobDetailScreen
 from ganga_tui.screens.prompts import IntervalPrompt
@@ -19,7 +18,7 @@ from ganga_tui.widgets.job_detail import JobDetail
 from ganga_tui.widgets.job_table import JobTable
 from ganga_tui.widgets.op_queue import OpQueue
 from ganga_tui.widgets.warnings_table import WarningsTable
-from monitor_core import JobChanged, JobStatus, OpFinished, OpKind, OpQueued, OpRecord, OpState
+from monitor_core import CollectOutput, JobChanged, JobStatus, OpFinished, OpKind, OpQueued, OpRecord, OpState
 
 from .conftest import settle, wait_for_commands
 from .fixed_data import NOW, FixedSource
@@ -282,14 +281,13 @@ async def test_notifications_ring_on_failures_when_switched_on() -> None:
         assert app.notifier.sent == [("1 job failed", "17")]
 
 
-async def test_store_changes_coalesce_into_one_message_per_burst() -> None:
-    messages: list[object] = []
+async def test_events_are_folded_in_batches_at_most_one_a_frame() -> None:
     app = fixed_app()
-    async with app.run_test(size=SIZE, message_hook=messages.append) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        changes = [m for m in messages if isinstance(m, StoreChanged)]
-        assert 1 <= len(changes) < app.store.events
-        assert StoreChanged().can_replace(StoreChanged())
+        assert 1 <= app.folds < app.store.events
+        assert app.caught_up
+        assert app.behind == 0
 
 
 async def test_narrow_terminal_hides_the_side_panel_until_asked() -> None:
@@ -337,3 +335,51 @@ async def test_commands_on_a_read_only_source_show_the_refusal() -> None:
         assert isinstance(app.screen, IntervalPrompt)
         await pilot.press("escape")
         assert app.screen is app.main_screen
+
+
+async def test_results_lag_fetches_and_the_collect_bound_are_shown_beside_status_lag() -> None:
+    app = fixed_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        rows = {row.backend: row for row in app.query(BackendRow)}
+        left = plain(rows["dirac-sim"].query_one(".backend--left", Static))
+        assert left.split()[-2:] == ["24s", "42s"], "status lag, then results lag"
+        assert "4/6+35" in plain(rows["dirac-sim"].query_one(".backend--right", Static))
+        results = rows["dirac-sim"].query_one(".backend--results", Sparkline)
+        assert max(results.data or [0]) == 42.0
+        overall = app.main_screen.query_one("#overall")
+        assert "collect ≥12s" in plain_render(overall)
+
+
+def plain_render(widget: object) -> str:
+    console = Console(width=200, color_system=None)
+    with console.capture() as capture:
+        console.print(widget.render())  # type: ignore[attr-defined]
+    return capture.get()
+
+
+async def test_c_collects_the_highlighted_jobs_outputs_and_the_detail_of_a_completing_job_asks_for_them() -> None:
+    app = fixed_app()
+    source = app.source
+    assert isinstance(source, FixedSource)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table(app).cursor_row = app.store.index_of("38") or 0
+        await pilot.press("c")
+        await wait_for_commands(pilot)
+        assert source.sent == [CollectOutput(job_id="38", command_id=source.sent[0].command_id)]
+        await pilot.press("enter")
+        await wait_for_commands(pilot)
+        detail = plain(app.screen.query_one(JobDetail).summary)
+        assert "not collected: output fetch timed out 5 times (c to try again)" in detail
+        await pilot.press("escape")
+        table(app).cursor_row = app.store.index_of("39") or 0
+        await pilot.press("enter")  # job 39 is completing: opening it asks for its outputs first
+        await wait_for_commands(pilot)
+        last = source.sent[-1]
+        assert isinstance(last, CollectOutput)
+        assert last.job_id == "39"
+        await pilot.press("c")  # in the detail view too
+        await wait_for_commands(pilot)
+        kinds = [type(c).__name__ for c in source.sent]
+        assert kinds == ["CollectOutput", "TailOutput", "CollectOutput", "CollectOutput"]

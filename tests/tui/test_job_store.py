@@ -21,6 +21,7 @@ from monitor_core import (
     OpRecord,
     OpStarted,
     OpState,
+    Rescheduled,
     UpdateRejected,
 )
 
@@ -60,11 +61,15 @@ def test_a_job_change_bumps_the_row_version_and_moves_counts() -> None:
     assert store.counts[S.COMPLETING] == 3
 
 
-def test_unknown_job_changes_are_ignored_until_a_snapshot_carries_them() -> None:
+def test_a_change_to_a_job_not_in_the_snapshot_adds_it_with_what_the_change_says() -> None:
+    # A stream joined mid-way (a broker's viewer) hears of jobs by their changes: the fold keeps them.
     store = loaded()
+    failed = store.counts[S.FAILED]
     store.apply(JobChanged(at=NOW, job_id="999", backend="local", old=S.RUNNING, new=S.FAILED, source="poll"))
-    assert "999" not in store.rows
-    assert store.total == 60
+    assert store.rows["999"].status == S.FAILED
+    assert store.total == 61
+    assert store.counts[S.FAILED] == failed + 1
+    assert store.counts[S.RUNNING] == 20
 
 
 def test_operation_lifecycle_confirms_jobs_and_fades_out() -> None:
@@ -78,7 +83,11 @@ def test_operation_lifecycle_confirms_jobs_and_fades_out() -> None:
     store.apply(OpFinished(at=NOW + 2, op_id=7, backend="local", kind=OpKind.POLL, outcome="done", latency=1.0))
     assert not store.rows["51"].polling
     assert store.rows["51"].last_confirmed == NOW + 2
-    assert store.rows["51"].next_poll_at == NOW + 2 + 5.0
+    # The next poll is what the session publishes, never a guess from the base interval.
+    published = store.rows["51"].next_poll_at
+    store.apply(Rescheduled(at=NOW + 2, backend="local", next_poll_at=NOW + 2 + 17.5, job_ids=("51", "52")))
+    assert published != NOW + 2 + 17.5
+    assert store.rows["51"].next_poll_at == store.rows["52"].next_poll_at == NOW + 2 + 17.5
     assert store.ops[7].finished
     assert store.fade(store.ops[7], NOW + 3.5) == pytest.approx(0.5)
     store.expire_ops(NOW + 4)

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from ganga_tui._cli import EXIT_CODES
-from ganga_tui.job_store import JobStore
 from ganga_tui.wait_contract import Condition, ConditionError
-from monitor_core import JobAdded, JobChanged, JobRecord, JobStatus
+from monitor_core import JobAdded, JobChanged, JobRecord, JobStatus, StateFold
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,8 +39,8 @@ def test_conditions_parse_with_the_option_default_quantifier() -> None:
             Condition.parse(bad, default="all")
 
 
-def test_conditions_hold_on_the_store_counts() -> None:
-    store = JobStore()
+def test_conditions_hold_on_the_fold_counts() -> None:
+    store = StateFold()
     for job_id, backend, group in (("1", "local", "a"), ("2", "local", "b"), ("3", "grid", "b")):
         store.apply(
             JobAdded(at=0, job=JobRecord(job_id=job_id, backend=backend, status=JobStatus.RUNNING, group=group))
@@ -123,3 +122,17 @@ def test_every_exit_code_is_documented_in_help() -> None:
     result = run_cli("--help", timeout=30)
     for code in EXIT_CODES:
         assert f"  {code} " in result.stdout
+
+
+def test_an_empty_state_is_final_only_once_the_session_says_it_has_no_jobs() -> None:
+    from monitor_core import Heartbeat, Snapshot
+
+    done = Condition.parse("all:final", default="all")
+    fold = StateFold()
+    fold.apply(Snapshot(at=0, session="s"))  # a broker's viewer before the session published
+    assert not done.holds(fold)
+    fold.apply(Heartbeat(at=1, seq=1, jobs_total=3, jobs_active=3, jobs_final=0))
+    assert not done.holds(fold)
+    fold.apply(Heartbeat(at=2, seq=2, jobs_total=0, jobs_active=0, jobs_final=0))
+    assert done.holds(fold)
+    assert not Condition.parse("group:g:final", default="all").holds(fold)

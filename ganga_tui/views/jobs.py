@@ -1,0 +1,215 @@
+"""The job table's rows over the one fold: each row mirrors its job's record, plus what the table adds.
+
+Rows are refreshed from the fold, never re-derived from events, so the table cannot drift
+from what every other consumer sees. A burst of changes to one job refreshes its row once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import Final
+
+from monitor_core import JobChanged, JobRecord, StateFold
+
+from ..job_filter import JobFilter, SortKey, sort_value
+from ..job_rows import JobRow, Transition
+
+__all__ = ["JobsView"]
+
+_HISTORY: Final = 64
+"""Transitions kept per job for its detail view."""
+_VOLATILE_SORTS: Final = frozenset({"status", "updated", "next_poll", "warnings"})
+
+
+class JobsView:
+    """Every job as a row, its history, and the filtered, sorted view the table reads by index."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, JobRow] = {}
+        self.history: dict[str, list[Transition]] = {}
+        self.generation = 0
+        """Bumped whenever a row or the view changes; widgets repaint when it moves."""
+        self._order = 0
+        self._filter = JobFilter()
+        self._sort: SortKey = "id"
+        self._reverse = False
+        self._view: list[JobRow] = []
+        self._view_dirty = True
+        self._index: dict[str, int] | None = None
+
+    # -- keeping rows current --------------------------------------------------------------------
+
+    def reset(self, fold: StateFold) -> None:
+        """Rebuild every row from the fold (after a snapshot); histories and arrival order are kept."""
+        old = self.rows
+        self.rows = {}
+        for job_id in fold.jobs:
+            existing = old.get(job_id)
+            row = existing if existing is not None else self._new_row(fold.jobs[job_id])
+            self.rows[job_id] = row
+            self._sync(row, fold)
+            if job_id not in self.history:
+                record = fold.jobs[job_id]
+                self._remember(job_id, Transition(record.status_since or fold.at, None, record.status, "added"))
+        self._view_dirty = True
+        self.generation += 1
+
+    def added(self, record: JobRecord, fold: StateFold) -> JobRow:
+        """A job joined (or was restated)."""
+        row = self.rows.get(record.job_id)
+        if row is None:
+            row = self.rows[record.job_id] = self._new_row(record)
+            self._remember(record.job_id, Transition(record.status_since or fold.at, None, record.status, "added"))
+        self._sync(row, fold)
+        self._view_dirty = True
+        self.generation += 1
+        return row
+
+    def changed(self, event: JobChanged) -> None:
+        """Remember a transition for the job's history (its row is refreshed by :meth:`refresh`)."""
+        self._remember(event.job_id, Transition(event.at, event.old, event.new, event.source, event.info))
+
+    def refresh(self, job_ids: Iterable[str], fold: StateFold) -> list[JobRow]:
+        """Bring these jobs' rows up to date with the fold, once each; returns the rows touched."""
+        touched = []
+        rows = self.rows
+        for job_id in job_ids:
+            row = rows.get(job_id)
+            if row is None:
+                record = fold.jobs.get(job_id)
+                if record is None:
+                    continue
+                row = rows[job_id] = self._new_row(record)
+                self._view_dirty = True
+            self._sync(row, fold)
+            touched.append(row)
+        if touched:
+            if self._filter.active or self._sort in _VOLATILE_SORTS:
+                self._view_dirty = True
+            self.generation += 1
+        return touched
+
+    def set_polling(self, job_ids: Iterable[str], polling: bool) -> None:
+        """Mark jobs a status call is asking about right now."""
+        rows = self.rows
+        for job_id in job_ids:
+            row = rows.get(job_id)
+            if row is not None and row.polling != polling:
+                row.polling = polling
+                row.version += 1
+        self.generation += 1
+
+    def touch(self, row: JobRow) -> None:
+        """A row's look changed outside the fold (its warnings)."""
+        row.version += 1
+        if self._filter.warnings_only or self._sort == "warnings":
+            self._view_dirty = True
+        self.generation += 1
+
+    def _new_row(self, record: JobRecord) -> JobRow:
+        self._order += 1
+        return JobRow(
+            job_id=record.job_id,
+            backend=record.backend,
+            status=record.status,
+            name=record.name,
+            group=record.group,
+            order=self._order,
+        )
+
+    @staticmethod
+    def _sync(row: JobRow, fold: StateFold) -> None:
+        # The hot path of a busy stream: the fold's side tables are read here directly.
+        job_id = row.job_id
+        record = fold.jobs[job_id]
+        status = record.status
+        row.status = status
+        row.name = record.name
+        row.group = record.group
+        row.status_since = record.status_since
+        confirmed = fold.confirmed_at.get(job_id)
+        row.last_confirmed = record.last_confirmed if confirmed is None else max(confirmed, record.last_confirmed)
+        row.next_poll_at = fold.next_poll.get(job_id, record.next_poll_at) if status.is_active else None
+        row.exit_code = record.exit_code
+        row.info = record.info
+        row.collect_error = record.collect_error
+        row.version += 1
+
+    def _remember(self, job_id: str, transition: Transition) -> None:
+        history = self.history.get(job_id)
+        if history is None:
+            history = self.history[job_id] = []
+        history.append(transition)
+        if len(history) > _HISTORY:
+            del history[: len(history) - _HISTORY]
+
+    # -- the table's view ------------------------------------------------------------------------
+
+    @property
+    def filter(self) -> JobFilter:
+        return self._filter
+
+    def set_filter(self, job_filter: JobFilter) -> None:
+        if job_filter != self._filter:
+            self._filter = job_filter
+            self._view_dirty = True
+            self.generation += 1
+
+    @property
+    def sort_key(self) -> SortKey:
+        return self._sort
+
+    @property
+    def sort_reverse(self) -> bool:
+        return self._reverse
+
+    def sort(self, key: SortKey, *, reverse: bool = False) -> None:
+        if (key, reverse) != (self._sort, self._reverse):
+            self._sort, self._reverse = key, reverse
+            self._view_dirty = True
+            self.generation += 1
+
+    @property
+    def view_dirty(self) -> bool:
+        return self._view_dirty
+
+    def refresh_view(self) -> bool:
+        """Rebuild the filtered, sorted view if it may be stale; True when it was rebuilt."""
+        if not self._view_dirty:
+            return False
+        job_filter = self._filter
+        rows: Iterable[JobRow] = self.rows.values()
+        if job_filter.active:
+            rows = [row for row in rows if job_filter.matches(row)]
+        view = list(rows)
+        key = self._sort
+        if key != "id" or self._reverse or not _ids_ascending(view):
+            view.sort(key=lambda row: sort_value(row, key), reverse=self._reverse)
+        self._view = view
+        self._index = None
+        self._view_dirty = False
+        return True
+
+    @property
+    def row_count(self) -> int:
+        return len(self._view)
+
+    def get_row_at(self, index: int) -> JobRow:
+        """The row at ``index`` of the view.
+
+        Raises:
+            IndexError: no such row.
+        """
+        return self._view[index]
+
+    def index_of(self, job_id: str) -> int | None:
+        if self._index is None:
+            self._index = {row.job_id: index for index, row in enumerate(self._view)}
+        return self._index.get(job_id)
+
+
+def _ids_ascending(view: list[JobRow]) -> bool:
+    # Jobs usually arrive in id order, so the common case skips a sort of every row.
+    keys = [row.id_key for row in view]
+    return all(a <= b for a, b in itertools.pairwise(keys))

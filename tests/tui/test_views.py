@@ -1,0 +1,163 @@
+"""Each view over the one fold, alone: jobs, operations, backends, groups and warnings."""
+
+from __future__ import annotations
+
+from ganga_tui.job_filter import JobFilter
+from ganga_tui.job_rows import WarningKind
+from ganga_tui.views.backends import BackendsView
+from ganga_tui.views.groups import GroupsView
+from ganga_tui.views.jobs import JobsView
+from ganga_tui.views.ops import FADE_SECONDS, OpsView
+from ganga_tui.views.warnings import WarningsView
+from monitor_core import (
+    BackendRecord,
+    JobAdded,
+    JobChanged,
+    JobRecord,
+    JobStatus,
+    OpFinished,
+    OpKind,
+    OpRecord,
+    OpStarted,
+    OpState,
+    Rescheduled,
+    Snapshot,
+    StateFold,
+)
+
+S = JobStatus
+NOW = 1_000.0
+
+
+def record(job_id: str, status: JobStatus = S.RUNNING, **more: object) -> JobRecord:
+    fields: dict[str, object] = {"backend": "grid", "group": "g", "status_since": NOW - 5, "last_confirmed": NOW - 5}
+    fields.update(more)
+    return JobRecord(job_id=job_id, status=status, **fields)  # type: ignore[arg-type]
+
+
+def folded(*jobs: JobRecord, backends: tuple[BackendRecord, ...] = ()) -> StateFold:
+    fold = StateFold()
+    fold.apply(Snapshot(at=NOW, session="s", jobs=jobs, backends=backends))
+    return fold
+
+
+def test_jobs_view_mirrors_the_fold_and_refreshes_a_busy_job_once() -> None:
+    fold = folded(record("2"), record("10"), record("1", S.SUBMITTED))
+    jobs = JobsView()
+    jobs.reset(fold)
+    jobs.refresh_view()
+    assert [jobs.get_row_at(i).job_id for i in range(jobs.row_count)] == ["1", "2", "10"]
+    row = jobs.rows["2"]
+    version = row.version
+    for step, (old, new) in enumerate(((S.RUNNING, S.COMPLETING), (S.COMPLETING, S.COMPLETED))):
+        event = JobChanged(at=NOW + step, job_id="2", backend="grid", old=old, new=new, source="poll")
+        fold.apply(event)
+        jobs.changed(event)
+    touched = jobs.refresh({"2"}, fold)
+    assert touched == [row]
+    assert row.version == version + 1, "two changes to one job in a batch: one row refresh"
+    assert row.status == S.COMPLETED
+    assert [t.new for t in jobs.history["2"]] == [S.RUNNING, S.COMPLETING, S.COMPLETED]
+    jobs.set_filter(JobFilter.parse("s:running"))
+    jobs.refresh_view()
+    assert [jobs.get_row_at(i).job_id for i in range(jobs.row_count)] == ["10"]
+    assert jobs.index_of("2") is None
+
+
+def test_ops_view_keeps_finished_operations_a_while_and_their_errors_on_each_job() -> None:
+    ops = OpsView()
+    op = OpRecord(op_id=4, kind=OpKind.POLL, backend="grid", job_ids=("1", "2"), state=OpState.QUEUED, enqueued_at=NOW)
+    ops.queued(op)
+    ops.started(OpStarted(at=NOW + 1, op_id=4, backend="grid", attempt=1))
+    assert ops.ops[4].state == "in_flight"
+    ops.finished(OpFinished(at=NOW + 2, op_id=4, backend="grid", kind=OpKind.POLL, outcome="timeout", error="slow"))
+    assert ops.ops[4].finished
+    assert "timeout: slow" in next(iter(ops.errors["2"]))
+    assert list(ops.ops_of["1"]) == [4]
+    assert not ops.expire(NOW + 2 + FADE_SECONDS / 2)
+    assert ops.expire(NOW + 3 + FADE_SECONDS)
+    assert 4 in ops.op_log
+    assert ops.live() == []
+
+
+def test_backends_view_keeps_both_lags_history_and_states_the_collect_bound() -> None:
+    fold = StateFold()
+    view = BackendsView(fold)
+    for lag, results in ((0.0, 0.0), (12.0, 30.0), (3.0, 45.0)):
+        sample = BackendRecord(name="grid", lag=lag, results_lag=results, poll_interval=10.0, collect_bound=20.0)
+        fold.backends["grid"] = sample
+        view.sampled(sample)
+    assert list(view.lag_history["grid"]) == [0.0, 12.0, 3.0]
+    assert list(view.results_history["grid"]) == [0.0, 30.0, 45.0]
+    assert not view.is_lagging("grid")
+    assert view.collect_bound() == 20.0
+
+
+def test_groups_view_learns_usual_times_and_announces_failures_and_finished_groups_once() -> None:
+    fold = folded(record("1"), record("2"))
+    groups = GroupsView(fold)
+    groups.reset()
+    for job_id, new in (("1", S.COMPLETED), ("2", S.FAILED)):
+        before = fold.jobs[job_id]
+        event = JobChanged(at=NOW + 15, job_id=job_id, backend="grid", old=S.RUNNING, new=new, source="poll")
+        fold.apply(event)
+        groups.changed(event, before)
+    assert groups.group("g").final == 2
+    assert list(groups.group("g").durations[S.RUNNING]) == [20.0, 20.0]
+    assert groups.take_news() == (["2"], ["g"])
+    assert groups.take_news() == ([], [])
+    assert groups.overall().total == 2
+
+
+def _warnings(fold: StateFold) -> tuple[WarningsView, JobsView]:
+    jobs = JobsView()
+    jobs.reset(fold)
+    return WarningsView(fold, jobs, GroupsView(fold), unconfirmed_factor=3.0, stuck_factor=4.0), jobs
+
+
+def test_a_job_waiting_its_turn_within_the_plan_is_not_a_warning() -> None:
+    grid = BackendRecord(name="grid", poll_interval=10.0, collect_bound=120.0)
+    stale = {"last_confirmed": NOW - 100, "status_since": NOW - 100}
+    fold = folded(record("planned", **stale), record("late", **stale), record("never", **stale), backends=(grid,))
+    fold.apply(Rescheduled(at=NOW - 90, backend="grid", next_poll_at=NOW + 20, job_ids=("planned",)))
+    fold.apply(Rescheduled(at=NOW - 90, backend="grid", next_poll_at=NOW - 60, job_ids=("late",)))
+    warnings, jobs = _warnings(fold)
+    warnings.scan(NOW)
+    assert jobs.rows["planned"].warnings == frozenset(), "its next poll is ahead: on schedule"
+    assert WarningKind.UNCONFIRMED in jobs.rows["late"].warnings, "its planned poll is long past"
+    assert WarningKind.UNCONFIRMED in jobs.rows["never"].warnings, "no plan known and unconfirmed for long"
+
+
+def test_outputs_queued_within_the_collect_bound_are_no_warning_and_a_failed_collection_is() -> None:
+    grid = BackendRecord(name="grid", poll_interval=10.0, collect_bound=120.0)
+    fold = folded(
+        record("queued", S.COMPLETING, status_since=NOW - 100),
+        record("overdue", S.COMPLETING, status_since=NOW - 200),
+        record("gave-up", S.FAILED, collect_error="fetch timed out 5 times"),
+        backends=(grid,),
+    )
+    warnings, jobs = _warnings(fold)
+    for row in jobs.rows.values():
+        warnings.refreshed(row)
+    warnings.scan(NOW)
+    assert jobs.rows["queued"].warnings == frozenset()
+    assert jobs.rows["overdue"].warnings == {WarningKind.BACKEND_DONE}
+    assert jobs.rows["gave-up"].warnings == {WarningKind.COLLECT_FAILED}
+    assert set(warnings.warned) == {"overdue", "gave-up"}
+    # Collected after all: the warning goes with the reason.
+    fold.apply(JobChanged(at=NOW, job_id="gave-up", backend="grid", old=S.FAILED, new=S.COMPLETED, source="user"))
+    jobs.refresh({"gave-up"}, fold)
+    warnings.refreshed(jobs.rows["gave-up"])
+    assert "gave-up" not in warnings.warned
+
+
+def test_a_job_added_later_joins_every_view() -> None:
+    fold = folded()
+    jobs = JobsView()
+    groups = GroupsView(fold)
+    added = JobAdded(at=NOW, job=record("7", group="late"))
+    fold.apply(added)
+    groups.added(added.job)
+    jobs.added(added.job, fold)
+    assert jobs.rows["7"].group == "late"
+    assert groups.group("late").total == 1
