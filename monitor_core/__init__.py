@@ -37,7 +37,6 @@ from ._events import (
     Snapshot,
     UpdateRejected,
 )
-from ._lane import SchedulerConfig
 from ._model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -57,6 +56,7 @@ from ._outputs import OutputSink
 from ._policy import AdaptiveInterval
 from ._scheduler import Scheduler, UnknownBackend, UnknownJob
 from ._session import MonitorSession, SessionConfig, SessionSummary
+from ._settings import SchedulerConfig
 from ._source import ConnectionChanged, EventSource, InProcessSource
 from ._store import SessionStore
 

@@ -23,6 +23,8 @@ class CallLog:
     fetches: list[str] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
+    polls_in_flight: int = 0
+    peak_polls_in_flight: int = 0
 
 
 class ScriptedBackend(Backend):
@@ -77,7 +79,12 @@ class ScriptedBackend(Backend):
 
     async def poll(self, backend_ids: Sequence[str]) -> PollResult:
         self.log.batches.append(tuple(backend_ids))
-        await self._enter()
+        self.log.polls_in_flight += 1
+        self.log.peak_polls_in_flight = max(self.log.peak_polls_in_flight, self.log.polls_in_flight)
+        try:
+            await self._enter()
+        finally:
+            self.log.polls_in_flight -= 1
         reports = []
         for backend_id in backend_ids:
             job = self.jobs[backend_id]
