@@ -826,6 +826,8 @@ class Lane:
                     assert job_id is not None
                     if self._counts():
                         self.allowance.take("fetch", self._clock.now())
+                    # Counted now, not when the task first runs, so the next turn sees the slot taken.
+                    self.fetches_in_flight += 1
                     fetches.create_task(self._fetch(job_id), name=f"monitor[lane={self.name}].fetch")
                     continue
                 with contextlib.suppress(TimeoutError):
@@ -840,6 +842,7 @@ class Lane:
         if now < self._fault_until:
             return self._fault_until - now
         if self._counts():
+            self._update_reserve()
             return self.allowance.wait_time("fetch", now)
         return 0.0
 
@@ -848,7 +851,6 @@ class Lane:
         book, sink = self._book, self._context.outputs
         job = book.jobs[job_id]
         op = self._fetch_ops[job_id]
-        self.fetches_in_flight += 1
         self._start(op)
         try:
             try:
@@ -989,9 +991,7 @@ class Lane:
         error = f"{type(exc).__name__}: {exc}"
         log.error("%s: cannot commit job %s's outputs, fetches pause %.1fs: %s", self.name, job.job_id, backoff, error)
         self._local_fault = error
-        self._publish(
-            LocalFault(at=self._clock.wall_now(), backend=self.name, what="committing outputs", error=error)
-        )
+        self._publish(LocalFault(at=self._clock.wall_now(), backend=self.name, what="committing outputs", error=error))
         self._finish(op, "error", error=error, retry_in=backoff)
         self.health.retries_total += 1
         op.attempt += 1
@@ -1002,9 +1002,7 @@ class Lane:
             return
         self._local_fault, self._local_faults = None, 0
         self._publish(
-            LocalFault(
-                at=self._clock.wall_now(), backend=self.name, what="committing outputs", error="", cleared=True
-            )
+            LocalFault(at=self._clock.wall_now(), backend=self.name, what="committing outputs", error="", cleared=True)
         )
 
     # -- shutdown ------------------------------------------------------------------------------
