@@ -7,9 +7,11 @@ the front of the queue. ``max_concurrency`` poll workers take them. Output fetch
 dispatcher of their own: it starts a fetch when the adaptive fetch limit has a free slot
 and the service's calls-per-minute allowance has room beyond what status polls need, so a
 flood of fetches never makes a poll wait. Fetches go in order: a user's requests, then the
-groups closest to complete, then the oldest. Every call runs under a timeout; failures are
-retried with jittered backoff and feed the lane's circuit breaker; a fetch that fails
-``fetch_max_attempts`` times leaves its job failed-to-collect, kept for a manual retry.
+groups closest to complete, then the oldest. Every call runs under a timeout that follows
+the latency the service shows (a poll's only where a call can really be cut off: on the
+loop or in a worker process); failures are retried with jittered backoff and feed the
+lane's circuit breaker; a fetch that fails ``fetch_max_attempts`` times leaves its job
+failed-to-collect, kept for a manual retry.
 
 A lane sees the rest of the scheduler only through its :class:`LaneContext`: the book of
 jobs, the bus's ``publish``, the settings and the clock. Nothing here raises into the
@@ -47,7 +49,7 @@ from ._events import (
     Rescheduled,
     op_record,
 )
-from ._health import LaneHealth
+from ._health import LaneHealth, LatencyWindow
 from ._limiter import AimdLimit, CallAllowance, CallKind
 from ._model import Job, Operation, OpKind, OpState, Outcome
 from ._outputs import OutputSink
@@ -676,7 +678,7 @@ class Lane:
         jobs = self._book.jobs
         backend_ids = [jobs[j].backend_id or "" for j in op.job_ids]
         try:
-            outcome, result, error = await self._call(lambda: self.backend.poll(backend_ids))
+            outcome, result, error = await self._call(lambda: self.backend.poll(backend_ids), self._poll_timeout())
         except asyncio.CancelledError:
             self.in_flight -= 1
             self.breaker.release()
@@ -791,15 +793,21 @@ class Lane:
 
     # -- output fetches ------------------------------------------------------------------------
 
-    def _fetch_timeout(self) -> float:
-        """A multiple of the recent p99 fetch latency, within bounds; the backend's timeout until known."""
-        latencies = self.health.fetch_latency
+    def _timeout(self, latencies: LatencyWindow) -> float:
+        """A multiple of the recent p99 latency, within bounds; the backend's own timeout until known."""
         ceiling = self.caps.call_timeout
         if len(latencies) < _TAIL_SAMPLES:
             return ceiling
         p99 = latencies.quantile(0.99) or ceiling
         settings = self._settings
-        return min(ceiling, max(settings.fetch_timeout_min, settings.fetch_timeout_multiple * p99))
+        return min(ceiling, max(settings.timeout_min, settings.timeout_multiple * p99))
+
+    def _poll_timeout(self) -> float:
+        # A blocking call on a thread cannot be stopped: cut short, it would keep its thread
+        # busy behind the lane's back. Only calls on the loop or in a worker process follow latency.
+        if self.caps.blocking and not self.caps.isolated:
+            return self.caps.call_timeout
+        return self._timeout(self.health.poll_latency)
 
     def _hedge_after(self) -> float | None:
         """Seconds after which a fetch is slow enough to hedge (the recent p95), or ``None``."""
@@ -915,7 +923,7 @@ class Lane:
             OutputUnavailable: the backend will never have the outputs.
             OSError: a staging directory could not be made.
         """
-        sink, timeout_s = self._context.outputs, self._fetch_timeout()
+        sink, timeout_s = self._context.outputs, self._timeout(self.health.fetch_latency)
         backend_id = job.backend_id or ""
 
         async def attempt(directory: Path) -> tuple[Outcome, str | None]:

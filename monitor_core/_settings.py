@@ -20,10 +20,10 @@ class SchedulerConfig:
     """Attempts at a job's output fetch before the job is failed-to-collect (a manual retry may still collect it)."""
     fetch_limit_max: int = 64
     """Most output fetches in flight at once, however well the service keeps up."""
-    fetch_timeout_multiple: float = 4.0
-    """A fetch's timeout is this multiple of the recent p99 fetch latency (within ``fetch_timeout_min`` and the
-    backend's ``call_timeout``)."""
-    fetch_timeout_min: float = 1.0
+    timeout_multiple: float = 4.0
+    """A call's timeout is this multiple of the recent p99 latency of its kind (polls, fetches), within
+    ``timeout_min`` and the backend's ``call_timeout``; the backend's ``call_timeout`` until enough calls are seen."""
+    timeout_min: float = 2.0
     hedge_fetches: bool = True
     """Send a second request for a fetch slower than the recent p95; the first answer wins."""
     poll_reserve_margin: float = 1.5
