@@ -172,6 +172,9 @@ class Lane:
         self._urgent: list[str] = []
         self._poll_queue: asyncio.PriorityQueue[tuple[int, int, Operation]] = asyncio.PriorityQueue()
         self.ops: dict[int, Operation] = {}
+        """Every live operation, by id (a snapshot lists them)."""
+        self._poll_ops: dict[int, Operation] = {}
+        """The live polls alone: lag and health read them every sample, and fetches can number 100,000."""
         self._wakeup = asyncio.Event()
         self._draining = False
         self.in_flight = 0
@@ -321,8 +324,8 @@ class Lane:
     def lag(self, now: float) -> float:
         """How far past its due time the stalest active job is, in seconds."""
         oldest = self._peek_due()
-        for op in self.ops.values():
-            if op.kind == OpKind.POLL and (oldest is None or op.oldest_due < oldest):
+        for op in self._poll_ops.values():
+            if oldest is None or op.oldest_due < oldest:
                 oldest = op.oldest_due
         return 0.0 if oldest is None else max(0.0, now - oldest)
 
@@ -354,7 +357,9 @@ class Lane:
         return BackendRecord(
             name=self.name,
             active_jobs=len(self.active),
-            queued_ops=sum(1 for op in self.ops.values() if op.state == OpState.QUEUED),
+            queued_ops=sum(1 for op in self._poll_ops.values() if op.state == OpState.QUEUED)
+            + len(self._fetch_ops)
+            - self.fetches_in_flight,
             in_flight=self.in_flight,
             concurrency_limit=self.caps.max_concurrency,
             fetches_in_flight=self.fetches_in_flight,
@@ -443,6 +448,7 @@ class Lane:
             op.enqueued_at = self._clock.now()
             self.ops[op.op_id] = op
             if op.kind == OpKind.POLL:
+                self._poll_ops[op.op_id] = op
                 for job_id in op.job_ids:
                     self._in_ops[job_id] = self._in_ops.get(job_id, 0) + 1
         if op.kind == OpKind.POLL:
@@ -600,6 +606,7 @@ class Lane:
             op.finished_at = now
             self.ops.pop(op.op_id, None)
             if op.kind == OpKind.POLL:
+                self._poll_ops.pop(op.op_id, None)
                 for job_id in op.job_ids:
                     left = self._in_ops.get(job_id, 1) - 1
                     if left <= 0:
@@ -733,11 +740,15 @@ class Lane:
         wall = self._clock.to_wall(now)
         policy, base, groups = self._context.policy, self.base_interval, self._book.groups
         earliest = heap[0][0] if heap else None
+        # A lane already behind has no calls to spare for polling some jobs sooner than the
+        # base interval: that would only push the stalest ones further back.
+        oldest = self._peek_due()
+        floor = base if oldest is not None and now - oldest > base / 4 else 0.0
         by_due: dict[float, list[str]] = {}
         for job_id in op.job_ids:
             if job_id in active and not in_ops.get(job_id):
                 job = jobs[job_id]
-                due = due_at[job_id] = now + policy.interval(job, base, wall, groups.get(job.group))
+                due = due_at[job_id] = now + max(floor, policy.interval(job, base, wall, groups.get(job.group)))
                 members = by_due.get(due)
                 if members is None:
                     by_due[due] = [job_id]
@@ -812,7 +823,9 @@ class Lane:
     def _hedge_after(self) -> float | None:
         """Seconds after which a fetch is slow enough to hedge (the recent p95), or ``None``."""
         latencies = self.health.fetch_latency
-        if not self._settings.hedge_fetches or len(latencies) < _TAIL_SAMPLES:
+        # Only a call on the loop can lose the race for free: a losing call in a worker process
+        # costs the worker's restart, and one on a thread keeps its thread until it answers.
+        if not self._settings.hedge_fetches or self.caps.blocking or len(latencies) < _TAIL_SAMPLES:
             return None
         return latencies.quantile(0.95)
 

@@ -28,6 +28,7 @@ class AimdLimit:
         tolerance: latency growth, relative to the best recent latency, taken as queueing.
         backoff: factor applied on a failed call.
         latency_backoff: factor applied on a call slower than the tolerance.
+        min_growth: seconds of growth over the best latency below which a slower call is not queueing.
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class AimdLimit:
         tolerance: float = 2.5,
         backoff: float = 0.7,
         latency_backoff: float = 0.9,
+        min_growth: float = 0.05,
     ) -> None:
         if not 1 <= minimum <= maximum:
             raise ValueError("the limit's bounds must satisfy 1 <= minimum <= maximum")
@@ -47,6 +49,7 @@ class AimdLimit:
         self.tolerance = tolerance
         self.backoff = backoff
         self.latency_backoff = latency_backoff
+        self.min_growth = min_growth
         self._limit = float(min(maximum, max(minimum, initial)))
         self._best: deque[float] = deque(maxlen=100)
 
@@ -62,7 +65,9 @@ class AimdLimit:
         """An answer came back after ``latency`` seconds with ``in_flight`` calls out (this one included)."""
         baseline = self._baseline()
         self._best.append(latency)
-        if baseline is not None and latency > self.tolerance * baseline:
+        # Growth counts only when it is also large in absolute terms: millisecond calls jitter
+        # by multiples of themselves without any queueing.
+        if baseline is not None and latency > self.tolerance * baseline and latency - baseline > self.min_growth:
             self._limit = max(self.minimum, self._limit * self.latency_backoff)
         elif in_flight >= self.limit:
             # Grow only when the limit was the constraint: an idle lane proves nothing.

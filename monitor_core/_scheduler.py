@@ -14,7 +14,7 @@ import logging
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 from ._book import JobBook, NotCollectable
 from ._bus import EventBus
@@ -41,6 +41,9 @@ from .backends._base import Backend, BackendError, StatusReport
 __all__ = ["NotCollectable", "Scheduler", "UnknownBackend", "UnknownJob"]
 
 log = logging.getLogger(__name__)
+
+_TRACK_SLICE: Final = 500
+"""Jobs tracked between two yields to the loop (a few milliseconds of work)."""
 
 
 class UnknownJob(KeyError):
@@ -326,8 +329,12 @@ class Scheduler:
             ]
             if self.store is not None:
                 await self.store.save_now(jobs)
-            for job in jobs:
-                self.track(job)
+            for start in range(0, len(jobs), _TRACK_SLICE):
+                if start:
+                    # A submission of 100,000 jobs must not hold the loop (and every lane) for a second.
+                    await asyncio.sleep(0)
+                for job in jobs[start : start + _TRACK_SLICE]:
+                    self.track(job)
             submitted.extend(jobs)
         self.counters["jobs_submitted"] += len(submitted)
         return submitted
