@@ -3,15 +3,11 @@
 Active jobs wait in a due-time heap. The planner takes the jobs that are due (and those
 due within a short window, to fill batches) and turns them into poll operations of at
 most the backend's bulk size; "refresh now" requests become operations of their own at
-the front of the queue. ``max_concurrency`` poll workers take them. Output fetches have a
-dispatcher of their own: it starts a fetch when the adaptive fetch limit has a free slot
-and the service's calls-per-minute allowance has room beyond what status polls need, so a
-flood of fetches never makes a poll wait. Fetches go in order: a user's requests, then the
-groups closest to complete, then the oldest. Every call runs under a timeout that follows
-the latency the service shows (a poll's only where a call can really be cut off: on the
-loop or in a worker process); failures are retried with jittered backoff and feed the
-lane's circuit breaker; a fetch that fails ``fetch_max_attempts`` times leaves its job
-failed-to-collect, kept for a manual retry.
+the front of the queue. ``max_concurrency`` poll workers take them, each call under a
+timeout that follows the latency the service shows (where a call can really be cut off: on
+the loop or in a worker process), within the service's calls-per-minute allowance; failures
+are retried with jittered backoff and feed the lane's circuit breaker. Output fetches are
+the lane's other half, in :mod:`monitor_core._collecting`, and never take a poll's slot.
 
 A lane sees the rest of the scheduler only through its :class:`LaneContext`: the book of
 jobs, the bus's ``publish``, the settings and the clock. Nothing here raises into the
@@ -29,18 +25,17 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from ._book import Activate, Deactivate, Effect, JobBook
 from ._breaker import CircuitBreaker
 from ._clock import Clock
+from ._collecting import URGENT, OutputCollection
 from ._events import (
     BackendRecord,
     BreakerChanged,
     BreakerState,
     Event,
-    LocalFault,
     OpFinished,
     OpQueued,
     OpRecord,
@@ -50,7 +45,7 @@ from ._events import (
     op_record,
 )
 from ._health import LaneHealth, LatencyWindow
-from ._limiter import AimdLimit, CallAllowance, CallKind
+from ._limiter import CallAllowance, CallKind
 from ._model import Job, Operation, OpKind, OpState, Outcome
 from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, backoff_delay
@@ -61,14 +56,12 @@ __all__ = ["Lane", "LaneContext", "SchedulerConfig"]
 
 log = logging.getLogger(__name__)
 
-_URGENT: Final = 0
-"""Priority of a user's request; planned work keeps the operation default."""
 _APPLY_SLICE: Final = 100
 """Reports applied between two yields to the loop (about a millisecond of work)."""
 _PLAN_PER_ROUND: Final = 2000
 """Due jobs batched per planner round before it yields to the loop."""
 _TAIL_SAMPLES: Final = 20
-"""Fetch latencies needed before timeouts and hedging follow them."""
+"""Latencies needed before timeouts follow them."""
 _RESERVE_SHARE_CAP: Final = 0.8
 """Status polls never keep more than this share of the allowance from fetches."""
 
@@ -85,53 +78,8 @@ class LaneContext:
     policy: AdaptiveInterval
 
 
-class _FetchQueue:
-    """Jobs waiting for their outputs: a user's requests first, then groups closest to complete, oldest first."""
-
-    def __init__(self, open_in_group: Callable[[str], int]) -> None:
-        self._urgent: deque[str] = deque()
-        self._groups: dict[str, deque[str]] = {}
-        self._open_in_group = open_in_group
-        self.queued: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self.queued)
-
-    def push(self, job: Job, *, urgent: bool = False, front: bool = False) -> None:
-        if urgent:
-            self._urgent.append(job.job_id)
-        else:
-            group = self._groups.get(job.group)
-            if group is None:
-                group = self._groups[job.group] = deque()
-            if front:
-                group.appendleft(job.job_id)
-            else:
-                group.append(job.job_id)
-        self.queued.add(job.job_id)
-
-    def pop(self) -> str | None:
-        while self._urgent:
-            job_id = self._urgent.popleft()
-            if job_id in self.queued:
-                self.queued.discard(job_id)
-                return job_id
-        while self._groups:
-            name = min(self._groups, key=self._open_in_group)
-            group = self._groups[name]
-            while group:
-                job_id = group.popleft()
-                if job_id in self.queued:
-                    self.queued.discard(job_id)
-                    if not group:
-                        del self._groups[name]
-                    return job_id
-            del self._groups[name]
-        return None
-
-
-class Lane:
-    """The scheduling of one backend's monitoring calls."""
+class Lane(OutputCollection):
+    """The scheduling of one backend's monitoring calls (its output fetches: :class:`OutputCollection`)."""
 
     def __init__(self, backend: Backend, context: LaneContext) -> None:
         self.backend = backend
@@ -155,11 +103,6 @@ class Lane:
         )
         self.health = LaneHealth()
         self.allowance = CallAllowance(self.caps.max_calls_per_minute)
-        initial = max(1, self.caps.fetch_concurrency)
-        # A blocking client's calls run on a pool of fixed size: more in flight would only queue there.
-        self.fetch_limit = AimdLimit(
-            initial, maximum=initial if self.caps.blocking else max(initial, settings.fetch_limit_max)
-        )
         self.active: set[str] = set()
         """Ids of this lane's jobs whose backend is polled: the index the planner works from."""
         # Heap entries carry a whole batch's jobs: a sweep returns jobs to the heap hundreds at
@@ -182,17 +125,7 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._retry_timers: set[asyncio.TimerHandle] = set()
-        # Output fetches.
-        self._fetches = _FetchQueue(lambda group: self._book.open_in_group[group])
-        self._fetch_ops: dict[str, Operation] = {}
-        self._fetch_attempts: dict[str, int] = {}
-        self._fetch_wakeup = asyncio.Event()
-        self._waiting_outputs: dict[str, float] = {}
-        """Jobs reported finished whose outputs are not in the session yet -> when reported (monotonic)."""
-        self._local_fault: str | None = None
-        self._local_faults = 0
-        self._fault_until = 0.0
-        self.hedges_total = 0
+        self._init_collection()
         # A backend's news about a job it has not been told of yet (its submission still returning).
         self._held: dict[str, tuple[float, list[StatusReport]]] = {}
 
@@ -329,25 +262,9 @@ class Lane:
                 oldest = op.oldest_due
         return 0.0 if oldest is None else max(0.0, now - oldest)
 
-    def results_lag(self, now: float) -> float:
-        """How long the oldest job reported finished has waited for its outputs, in seconds."""
-        for since in self._waiting_outputs.values():
-            return max(0.0, now - since)
-        return 0.0
-
     def calls_per_minute(self, now: float) -> float:
         """Calls started in the last minute."""
         return self.health.calls_per_minute(now)
-
-    def _fetch_rate(self) -> float | None:
-        """Fetches a second the allowance (or, outside it, the fetch limit) permits."""
-        share = None if self.caps.fetch_outside_allowance else self.allowance.fetch_share()
-        if share is not None:
-            return share / 60.0
-        latency = self.health.fetch_latency.quantile(0.5)
-        if latency is None or latency <= 0:
-            return None
-        return self.fetch_limit.limit / latency
 
     def record(self, now: float) -> BackendRecord:
         """The lane's health now."""
@@ -456,28 +373,6 @@ class Lane:
         enqueued_wall = self._clock.to_wall(op.enqueued_at)
         self._publish(OpQueued(at=self._clock.wall_now(), op=op_record(op, enqueued_wall=enqueued_wall)))
 
-    def queue_fetch(self, job: Job, *, urgent: bool = False) -> None:
-        """Plan the collection of a job's outputs (a user's request goes ahead of the others)."""
-        job_id = job.job_id
-        if job_id not in self._waiting_outputs:
-            # Reported finished now, or in an earlier session (restored ``completing`` jobs).
-            clock = self._clock
-            self._waiting_outputs[job_id] = min(clock.now(), clock.to_monotonic(job.status_since))
-        if urgent:
-            self._fetch_attempts.pop(job_id, None)
-        op = self._fetch_ops.get(job_id)
-        if op is not None:
-            if urgent and job_id in self._fetches.queued:
-                op.priority = _URGENT
-                self._fetches.push(job, urgent=True)
-                self._fetch_wakeup.set()
-            return  # queued or in flight already: collected once
-        op = Operation(OpKind.FETCH_OUTPUT, self.name, (job_id,), priority=_URGENT if urgent else 10)
-        self._fetch_ops[job_id] = op
-        self._enqueue(op)
-        self._fetches.push(job, urgent=urgent)
-        self._fetch_wakeup.set()
-
     def _plan_urgent(self, now: float) -> None:
         urgent = [j for j in dict.fromkeys(self._urgent) if j in self.active]
         self._urgent.clear()
@@ -485,7 +380,7 @@ class Lane:
             batch = tuple(urgent[start : start + self.caps.max_batch])
             for job_id in batch:
                 self._due_at.pop(job_id, None)
-            self._enqueue(Operation(OpKind.POLL, self.name, batch, priority=_URGENT, oldest_due=now))
+            self._enqueue(Operation(OpKind.POLL, self.name, batch, priority=URGENT, oldest_due=now))
 
     def _plan_due(self, now: float) -> bool:
         """Batch the due jobs; return True when some are left for another round."""
@@ -819,212 +714,6 @@ class Lane:
         if self.caps.blocking and not self.caps.isolated:
             return self.caps.call_timeout
         return self._timeout(self.health.poll_latency)
-
-    def _hedge_after(self) -> float | None:
-        """Seconds after which a fetch is slow enough to hedge (the recent p95), or ``None``."""
-        latencies = self.health.fetch_latency
-        # Only a call on the loop can lose the race for free: a losing call in a worker process
-        # costs the worker's restart, and one on a thread keeps its thread until it answers.
-        if not self._settings.hedge_fetches or self.caps.blocking or len(latencies) < _TAIL_SAMPLES:
-            return None
-        return latencies.quantile(0.95)
-
-    def _counts(self) -> bool:
-        return not self.caps.fetch_outside_allowance
-
-    async def run_fetcher(self) -> None:
-        """Start output fetches as the fetch limit, the allowance and the breaker allow, forever."""
-        async with asyncio.TaskGroup() as fetches:
-            while not self._draining:
-                self._fetch_wakeup.clear()
-                delay = self._fetch_delay()
-                if delay == 0.0:
-                    await self.breaker.acquire()
-                    if self._fetch_delay() != 0.0:
-                        self.breaker.release()
-                        continue
-                    job_id = self._fetches.pop()
-                    assert job_id is not None
-                    if self._counts():
-                        self.allowance.take("fetch", self._clock.now())
-                    # Counted now, not when the task first runs, so the next turn sees the slot taken.
-                    self.fetches_in_flight += 1
-                    fetches.create_task(self._fetch(job_id), name=f"monitor[lane={self.name}].fetch")
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._fetch_wakeup.wait()
-
-    def _fetch_delay(self) -> float | None:
-        """0 when a fetch may start now, else seconds to wait (``None``: until something changes)."""
-        if self.paused or self._draining or not self._fetches or self.fetches_in_flight >= self.fetch_limit.limit:
-            return None
-        now = self._clock.now()
-        if now < self._fault_until:
-            return self._fault_until - now
-        if self._counts():
-            self._update_reserve()
-            return self.allowance.wait_time("fetch", now)
-        return 0.0
-
-    async def _fetch(self, job_id: str) -> None:
-        """Collect one job's outputs: one attempt, hedged when slow, settled exactly once."""
-        book, sink = self._book, self._context.outputs
-        job = book.jobs[job_id]
-        op = self._fetch_ops[job_id]
-        self._start(op)
-        try:
-            try:
-                staging = await sink.begin(job_id)
-                if staging is None:
-                    # Collected before a crash cut the bookkeeping short: do not fetch twice.
-                    self.breaker.release()
-                    files = await sink.collected_files(job_id)
-                    self._finish(op, "done", changed=1)
-                    await self._collected(job, files, op)
-                    return
-                outcome, error, staging = await self._fetch_hedged(job, staging)
-                if outcome == "done":
-                    files = await sink.finish(job_id, staging)
-            except OSError as exc:
-                self.breaker.release()
-                self._on_local_fault(op, job, exc)
-                return
-            except OutputUnavailable as exc:
-                self.breaker.record_success()  # the service answered
-                self._finish(op, "error", error=str(exc))
-                self._settle_failure(job, f"output unavailable: {exc}", op, gone=True)
-                return
-            if outcome == "done":
-                self._clear_local_fault()
-                latency = self._finish(op, "done", changed=1)
-                self.breaker.record_success()
-                self.fetch_limit.on_success(latency, self.fetches_in_flight)
-                self.health.fetch_latency.add(latency)
-                await self._collected(job, files, op)
-                return
-            assert error is not None
-            self.breaker.record_failure(error)
-            self.fetch_limit.on_failure()
-            attempts = self._fetch_attempts[job_id] = self._fetch_attempts.get(job_id, 0) + 1
-            if attempts >= self._settings.fetch_max_attempts or self._draining:
-                self._finish(op, outcome, error=error)
-                if not self._draining:
-                    self._settle_failure(job, f"{error} (after {attempts} attempts)", op)
-                return
-            delay = backoff_delay(attempts, base=self._settings.backoff_base, cap=self._settings.fetch_backoff_cap)
-            self._finish(op, outcome, error=error, retry_in=delay)
-            self._retry_later(op, delay, lambda: self._requeue_fetch(op, job))
-        except asyncio.CancelledError:
-            self.breaker.release()
-            if op.op_id in self.ops and op.state == OpState.IN_FLIGHT:
-                self._finish(op, "cancelled", error="shutting down")
-            raise
-        finally:
-            self.fetches_in_flight -= 1
-            if self.fetches_in_flight == 0 and self.in_flight == 0:
-                self._idle.set()
-            self._fetch_wakeup.set()
-
-    async def _fetch_hedged(self, job: Job, staging: Path) -> tuple[Outcome, str | None, Path]:
-        """One fetch attempt; past the recent p95 a second request races it, and the first answer wins.
-
-        Returns:
-            The outcome, the error if any, and the staging directory holding the winner's files.
-
-        Raises:
-            OutputUnavailable: the backend will never have the outputs.
-            OSError: a staging directory could not be made.
-        """
-        sink, timeout_s = self._context.outputs, self._timeout(self.health.fetch_latency)
-        backend_id = job.backend_id or ""
-
-        async def attempt(directory: Path) -> tuple[Outcome, str | None]:
-            outcome, _, error = await self._call(lambda: self.backend.fetch_output(backend_id, directory), timeout_s)
-            return outcome, error
-
-        self.health.fetches_total += 1
-        attempts: dict[asyncio.Task[tuple[Outcome, str | None]], Path] = {
-            asyncio.ensure_future(attempt(staging)): staging
-        }
-        winner: tuple[Outcome, str | None, Path] | None = None
-        try:
-            hedge_after = self._hedge_after()
-            if hedge_after is not None:
-                done, _ = await asyncio.wait(attempts, timeout=hedge_after)
-                if not done and (not self._counts() or self.allowance.take("fetch", self._clock.now())):
-                    second = await sink.begin(job.job_id)
-                    if second is not None:
-                        self.hedges_total += 1
-                        self.health.fetches_total += 1
-                        self.health.call_started(self._clock.now())
-                        attempts[asyncio.ensure_future(attempt(second))] = second
-            pending = set(attempts)
-            last: tuple[Outcome, str | None, Path] | None = None
-            while pending and winner is None:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    outcome, error = task.result()
-                    last = (outcome, error, attempts[task])
-                    if outcome == "done" and winner is None:
-                        winner = last
-            result = winner or last
-            assert result is not None
-            return result
-        finally:
-            losers = [task for task in attempts if not task.done()]
-            for task in losers:
-                task.cancel()
-            for task in losers:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            for directory in attempts.values():
-                if winner is None or directory != winner[2]:
-                    with contextlib.suppress(OSError):
-                        await sink.release(directory)
-
-    def _requeue_fetch(self, op: Operation, job: Job) -> None:
-        self._enqueue(op, again=True)
-        self._fetches.push(job, urgent=op.priority == _URGENT, front=True)
-        self._fetch_wakeup.set()
-
-    async def _collected(self, job: Job, files: tuple[str, ...], op: Operation) -> None:
-        await self._book.output_collected(job, files, op.op_id)
-        self._outputs_settled(job.job_id)
-
-    def _settle_failure(self, job: Job, reason: str, op: Operation, *, gone: bool = False) -> None:
-        self._book.collection_failed(job, reason, op.op_id, gone=gone)
-        self._outputs_settled(job.job_id)
-
-    def _outputs_settled(self, job_id: str) -> None:
-        self._fetch_attempts.pop(job_id, None)
-        since = self._waiting_outputs.pop(job_id, None)
-        if since is not None:
-            self.health.end_to_collected.append(self._clock.now() - since)
-
-    def _on_local_fault(self, op: Operation, job: Job, exc: OSError) -> None:
-        """A disk fault on this machine: this lane's fetches back off; the job waits, nothing is lost."""
-        self._local_faults += 1
-        backoff = min(
-            self._settings.fetch_backoff_cap, self._settings.local_fault_backoff * 2.0 ** (self._local_faults - 1)
-        )
-        self._fault_until = self._clock.now() + backoff
-        error = f"{type(exc).__name__}: {exc}"
-        log.error("%s: cannot commit job %s's outputs, fetches pause %.1fs: %s", self.name, job.job_id, backoff, error)
-        self._local_fault = error
-        self._publish(LocalFault(at=self._clock.wall_now(), backend=self.name, what="committing outputs", error=error))
-        self._finish(op, "error", error=error, retry_in=backoff)
-        self.health.retries_total += 1
-        op.attempt += 1
-        self._requeue_fetch(op, job)
-
-    def _clear_local_fault(self) -> None:
-        if self._local_fault is None:
-            return
-        self._local_fault, self._local_faults = None, 0
-        self._publish(
-            LocalFault(at=self._clock.wall_now(), backend=self.name, what="committing outputs", error="", cleared=True)
-        )
 
     # -- shutdown ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ class SchedulerConfig:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     fetch_backoff_cap: float = 60.0
-    fetch_max_attempts: int = 6
+    fetch_max_attempts: int = 10
     """Attempts at a job's output fetch before the job is failed-to-collect (a manual retry may still collect it)."""
     fetch_limit_max: int = 64
     """Most output fetches in flight at once, however well the service keeps up."""

@@ -6,8 +6,8 @@ import pytest
 
 from monitor_core import Job
 from monitor_core._clock import Clock
+from monitor_core._collecting import FetchQueue
 from monitor_core._health import LaneHealth, LatencyWindow
-from monitor_core._lane import _FetchQueue
 from monitor_core._limiter import AimdLimit, CallAllowance
 
 
@@ -83,7 +83,7 @@ def test_health_counts_calls_of_the_last_minute_and_errors() -> None:
 
 def test_fetch_order_user_first_then_groups_closest_to_complete_then_oldest() -> None:
     open_jobs = {"big": 100, "small": 2}
-    queue = _FetchQueue(lambda group: open_jobs[group])
+    queue = FetchQueue(lambda group: open_jobs[group])
     jobs = {
         name: Job(job_id=name, backend="b", group=group)
         for name, group in [
