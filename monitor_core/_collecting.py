@@ -130,7 +130,7 @@ class OutputCollection:
         def _timeout(self, latencies: LatencyWindow) -> float: ...
         def _update_reserve(self) -> None: ...
         async def _call(
-            self, call: Callable[[], Awaitable[object]], timeout_s: float | None = None
+            self, call: Callable[[], Awaitable[object]], timeout_s: float | None = None, *, writes_locally: bool = False
         ) -> tuple[Outcome, object, str | None]: ...
 
     def _init_collection(self) -> None:
@@ -308,7 +308,9 @@ class OutputCollection:
         backend_id = job.backend_id or ""
 
         async def attempt(directory: Path) -> tuple[Outcome, str | None]:
-            outcome, _, error = await self._call(lambda: self.backend.fetch_output(backend_id, directory), timeout_s)
+            outcome, _, error = await self._call(
+                lambda: self.backend.fetch_output(backend_id, directory), timeout_s, writes_locally=True
+            )
             return outcome, error
 
         self.health.fetches_total += 1

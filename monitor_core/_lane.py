@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import itertools
 import logging
@@ -60,6 +61,8 @@ _APPLY_SLICE: Final = 100
 """Reports applied between two yields to the loop (about a millisecond of work)."""
 _PLAN_PER_ROUND: Final = 2000
 """Due jobs batched per planner round before it yields to the loop."""
+_LOCAL_DISK_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Errors of this machine's disk, as opposed to a network's (``ConnectionError`` is an ``OSError`` too)."""
 _TAIL_SAMPLES: Final = 20
 """Latencies needed before timeouts follow them."""
 _RESERVE_SHARE_CAP: Final = 0.8
@@ -541,12 +544,14 @@ class Lane(OutputCollection):
         self._retry_timers.add(handle)
 
     async def _call(
-        self, call: Callable[[], Awaitable[object]], timeout_s: float | None = None
+        self, call: Callable[[], Awaitable[object]], timeout_s: float | None = None, *, writes_locally: bool = False
     ) -> tuple[Outcome, object, str | None]:
         """Run one backend call under a timeout (the backend's own unless given).
 
         Raises:
             OutputUnavailable: passed through for the fetch path to settle the job.
+            OSError: with ``writes_locally``, a fault of this machine's disk (full, read-only,
+                I/O or permission error), which is no fault of the backend's.
             asyncio.CancelledError: the lane is shutting down.
         """
         limit = self.caps.call_timeout if timeout_s is None else timeout_s
@@ -563,6 +568,10 @@ class Lane(OutputCollection):
             return "error", None, f"malformed answer: {exc}"
         except OutputUnavailable:
             raise
+        except OSError as exc:
+            if writes_locally and exc.errno in _LOCAL_DISK_ERRNOS:
+                raise
+            return "error", None, f"{type(exc).__name__}: {exc}"
         except BackendError as exc:
             return "error", None, str(exc)
         except Exception as exc:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
+import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +16,14 @@ import pytest
 
 from monitor_core import (
     CollectOutput,
+    EventBus,
     JobChanged,
     JobStatus,
     LagSampled,
     LocalFault,
+    OutputSink,
     Rescheduled,
+    Scheduler,
     SchedulerConfig,
     execute_command,
 )
@@ -212,3 +219,46 @@ async def test_next_poll_times_are_published_and_match_the_snapshot(make_schedul
     for job in jobs:
         if by_id[job.job_id].next_poll_at is not None and job.job_id in announced:
             assert by_id[job.job_id].next_poll_at == pytest.approx(announced[job.job_id])
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, so a full disk is real (needs root to mount)."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)], capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        message = f"cannot mount a tmpfs: {result.stderr.decode().strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_a_full_disk_pauses_collection_flags_it_and_loses_nothing(tiny_disk: Path) -> None:
+    ballast = tiny_disk / "ballast"
+    with contextlib.suppress(OSError), ballast.open("wb") as stream:
+        stream.write(b"x" * 1024 * 1024)  # fill the disk
+    backend = ScriptedBackend("grid")
+    config = replace(FAST, local_fault_backoff=0.05, fetch_backoff_cap=0.2)
+    bus = EventBus()
+    async with Scheduler([backend], bus=bus, outputs=OutputSink(tiny_disk / "outputs"), config=config) as scheduler:
+        recorder = Recorder(scheduler.bus.subscribe())
+        jobs = await scheduler.submit(specs(4, "grid"))
+        await until(lambda: any(True for _ in recorder.of(LocalFault)), within=10)
+        assert all(job.status == JobStatus.COMPLETING for job in jobs)
+        ballast.unlink()  # room again
+        await settle(scheduler)
+        await asyncio.sleep(0)
+        recorder.stop()
+    faults = list(recorder.of(LocalFault))
+    assert "No space left" in faults[0].error  # type: ignore[union-attr]
+    assert faults[-1].cleared  # type: ignore[union-attr]
+    assert all(job.status == JobStatus.COMPLETED for job in jobs)
+    assert scheduler.counters["outputs_collected"] == 4
+    assert all(job.collect_error is None for job in jobs)
