@@ -38,7 +38,6 @@ from ._events import (
     UpdateRejected,
 )
 from ._fold import BackendFigures, StateFold, percentile
-from ._lane import SchedulerConfig
 from ._model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -58,6 +57,7 @@ from ._outputs import OutputSink
 from ._policy import AdaptiveInterval
 from ._scheduler import Scheduler, UnknownBackend, UnknownJob
 from ._session import MonitorSession, SessionConfig, SessionSummary
+from ._settings import SchedulerConfig
 from ._source import ConnectionChanged, EventSource, InProcessSource, SourceFailed
 from ._state_lock import StateDirectoryInUse
 from ._store import SessionStore

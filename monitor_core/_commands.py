@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 from ._events import CommandAcked
-from ._scheduler import Scheduler, UnknownBackend, UnknownJob
+from ._scheduler import NotCollectable, Scheduler, UnknownBackend, UnknownJob
 
 __all__ = [
     "CollectOutput",
@@ -119,6 +119,9 @@ def execute_command(scheduler: Scheduler, command: Command) -> CommandAcked:
             message = f"{command.backend} poll interval set to {command.seconds:g}s"
         elif isinstance(command, TailOutput):
             message = _tail_output(scheduler, command.job_id)
+        elif isinstance(command, CollectOutput):
+            scheduler.collect_now(command.job_id)
+            message = f"job {command.job_id}'s outputs will be collected next"
         else:
             return CommandAcked(at=time.time(), command_id="", ok=False, message=f"unknown command {command!r:.60}")
     except UnknownJob as exc:
@@ -127,6 +130,6 @@ def execute_command(scheduler: Scheduler, command: Command) -> CommandAcked:
         return CommandAcked(
             at=time.time(), command_id=command.command_id, ok=False, message=f"no backend {exc.args[0]}"
         )
-    except (ValueError, OSError) as exc:
+    except (NotCollectable, ValueError, OSError) as exc:
         return CommandAcked(at=time.time(), command_id=command.command_id, ok=False, message=str(exc))
     return CommandAcked(at=time.time(), command_id=command.command_id, ok=True, message=message)

@@ -77,6 +77,7 @@ def job_record(job: Job, *, next_poll_at: float | None = None, poll_interval: fl
         info=job.info,
         next_poll_at=next_poll_at,
         poll_interval=poll_interval,
+        collect_error=job.collect_error,
     )
 
 

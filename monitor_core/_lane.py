@@ -3,96 +3,109 @@
 Active jobs wait in a due-time heap. The planner takes the jobs that are due (and those
 due within a short window, to fill batches) and turns them into poll operations of at
 most the backend's bulk size; "refresh now" requests become operations of their own at
-the front of the queue. ``max_concurrency`` poll workers and ``fetch_concurrency`` fetch
-workers take operations from their queues, so output fetches never hold up polls. Each
-call runs under a timeout; failures are retried with jittered backoff and feed the
-lane's circuit breaker. Nothing here blocks or raises into the scheduler.
+the front of the queue. ``max_concurrency`` poll workers take them, each call under a
+timeout that follows the latency the service shows (where a call can really be cut off: on
+the loop or in a worker process), within the service's calls-per-minute allowance; failures
+are retried with jittered backoff and feed the lane's circuit breaker. Output fetches are
+the lane's other half, in :mod:`monitor_core._collecting`, and never take a poll's slot.
+
+A lane sees the rest of the scheduler only through its :class:`LaneContext`: the book of
+jobs, the bus's ``publish``, the settings and the clock. Nothing here raises into the
+scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import itertools
 import logging
-import time
+import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from ._book import Activate, Deactivate, Effect, JobBook
 from ._breaker import CircuitBreaker
+from ._clock import Clock
+from ._collecting import URGENT, OutputCollection
 from ._events import (
     BackendRecord,
     BreakerChanged,
+    BreakerState,
+    Event,
     OpFinished,
     OpQueued,
     OpRecord,
     OpStarted,
     RejectionCategory,
+    Rescheduled,
     op_record,
 )
+from ._health import LaneHealth, LatencyWindow
+from ._limiter import CallAllowance, CallKind
 from ._model import Job, Operation, OpKind, OpState, Outcome
-from ._policy import backoff_delay
+from ._outputs import OutputSink
+from ._policy import AdaptiveInterval, backoff_delay
+from ._settings import SchedulerConfig
 from .backends._base import Backend, BackendError, MalformedAnswer, OutputUnavailable, PollResult, StatusReport
 
-if TYPE_CHECKING:
-    from ._scheduler import Scheduler
-
-__all__ = ["Lane", "SchedulerConfig"]
+__all__ = ["Lane", "LaneContext", "SchedulerConfig"]
 
 log = logging.getLogger(__name__)
 
-_URGENT: Final = 0
-"""Priority of a user's refresh; planned polls keep the operation default."""
 _APPLY_SLICE: Final = 100
 """Reports applied between two yields to the loop (about a millisecond of work)."""
 _PLAN_PER_ROUND: Final = 2000
 """Due jobs batched per planner round before it yields to the loop."""
+_LOCAL_DISK_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+"""Errors of this machine's disk, as opposed to a network's (``ConnectionError`` is an ``OSError`` too)."""
+_TAIL_SAMPLES: Final = 20
+"""Latencies needed before timeouts follow them."""
+_RESERVE_SHARE_CAP: Final = 0.8
+"""Status polls never keep more than this share of the allowance from fetches."""
 
 
 @dataclass(frozen=True, slots=True)
-class SchedulerConfig:
-    """Policies shared by every lane. Times are seconds."""
+class LaneContext:
+    """What a lane may use of the scheduler: the book, the bus, the settings and the clock."""
 
-    max_retries: int = 3
-    """Retries of a failed poll before its jobs go back to waiting for their next turn."""
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    fetch_backoff_cap: float = 60.0
-    breaker_threshold: int = 5
-    breaker_reset: float = 5.0
-    breaker_reset_cap: float = 120.0
-    batch_window: float = 0.5
-    """Jobs due this soon join a batch that is being formed anyway."""
-    sample_every: float = 1.0
-    """How often lag and health are published."""
-    drain_timeout: float = 5.0
+    book: JobBook
+    publish: Callable[[Event], None]
+    settings: SchedulerConfig
+    clock: Clock
+    outputs: OutputSink
+    policy: AdaptiveInterval
 
 
-class Lane:
-    """The scheduling of one backend's monitoring calls."""
+class Lane(OutputCollection):
+    """The scheduling of one backend's monitoring calls (its output fetches: :class:`OutputCollection`)."""
 
-    def __init__(self, backend: Backend, scheduler: Scheduler) -> None:
+    def __init__(self, backend: Backend, context: LaneContext) -> None:
         self.backend = backend
         self.name = backend.name
         self.caps = backend.capabilities
-        self._scheduler = scheduler
-        self._config = scheduler.config
+        self._context = context
+        self._book = context.book
+        self._clock = context.clock
+        self._publish = context.publish
+        self._settings = settings = context.settings
         self.base_interval = self.caps.poll_interval
         self.paused = False
         self._resumed = asyncio.Event()
         self._resumed.set()
         self.breaker = CircuitBreaker(
-            threshold=self._config.breaker_threshold,
-            reset_after=self._config.breaker_reset,
-            reset_cap=self._config.breaker_reset_cap,
-            clock=time.monotonic,
+            threshold=settings.breaker_threshold,
+            reset_after=settings.breaker_reset,
+            reset_cap=settings.breaker_reset_cap,
+            clock=self._clock.now,
             on_change=self._on_breaker_change,
         )
-        self.by_backend_id: dict[str, str] = {}
+        self.health = LaneHealth()
+        self.allowance = CallAllowance(self.caps.max_calls_per_minute)
         self.active: set[str] = set()
         """Ids of this lane's jobs whose backend is polled: the index the planner works from."""
         # Heap entries carry a whole batch's jobs: a sweep returns jobs to the heap hundreds at
@@ -104,8 +117,10 @@ class Lane:
         self._in_ops: dict[str, int] = {}
         self._urgent: list[str] = []
         self._poll_queue: asyncio.PriorityQueue[tuple[int, int, Operation]] = asyncio.PriorityQueue()
-        self._fetch_queue: asyncio.PriorityQueue[tuple[int, int, Operation]] = asyncio.PriorityQueue()
         self.ops: dict[int, Operation] = {}
+        """Every live operation, by id (a snapshot lists them)."""
+        self._poll_ops: dict[int, Operation] = {}
+        """The live polls alone: lag and health read them every sample, and fetches can number 100,000."""
         self._wakeup = asyncio.Event()
         self._draining = False
         self.in_flight = 0
@@ -113,44 +128,100 @@ class Lane:
         self._idle = asyncio.Event()
         self._idle.set()
         self._retry_timers: set[asyncio.TimerHandle] = set()
-        # Health counters for samples and the summary.
-        self.calls_total = 0
-        self.retries_total = 0
-        self.rejections_total = 0
-        self.fetches_total = 0
-        self._call_times: deque[float] = deque()
-        self._recent_outcomes: deque[bool] = deque(maxlen=50)
-        self.last_latency: float | None = None
-        self.lag_samples: deque[float] = deque(maxlen=100_000)
+        self._init_collection()
+        # A backend's news about a job it has not been told of yet (its submission still returning).
+        self._held: dict[str, tuple[float, list[StatusReport]]] = {}
+
+    # -- compatibility views of the health counters ----------------------------------------------
+
+    @property
+    def calls_total(self) -> int:
+        """Calls made (polls, fetches and their hedges)."""
+        return self.health.calls_total
+
+    @property
+    def retries_total(self) -> int:
+        """Attempts that will be, or were, tried again."""
+        return self.health.retries_total
+
+    @property
+    def rejections_total(self) -> int:
+        """Refused pieces of this backend's answers."""
+        return self.health.rejections_total
+
+    @property
+    def fetches_total(self) -> int:
+        """Output fetch calls made (hedges included)."""
+        return self.health.fetches_total
+
+    @property
+    def lag_samples(self) -> deque[float]:
+        """Status lag, one sample per publication."""
+        return self.health.lag_samples
+
+    @property
+    def last_latency(self) -> float | None:
+        """Latency of the last call that ended."""
+        return self.health.last_latency
+
+    # -- carrying out the book's effects -------------------------------------------------------
+
+    def carry_out(self, effects: Iterable[Effect], *, announce: bool = True) -> None:
+        """Do what a change in the book asks of this lane (``announce``: publish new due times)."""
+        for effect in effects:
+            if isinstance(effect, Activate):
+                now = self._clock.now()
+                due = now if effect.now else self._next_due(effect.job, now)
+                self.activate(effect.job, due, announce=announce)
+            elif isinstance(effect, Deactivate):
+                self.deactivate(effect.job_id)
+            else:
+                self.queue_fetch(effect.job, urgent=effect.urgent)
 
     # -- the index of active jobs --------------------------------------------------------------
 
-    def activate(self, job: Job, due: float) -> None:
+    def activate(self, job: Job, due: float, *, announce: bool = True) -> None:
         """Index an active job and make it due at monotonic time ``due``."""
         self.active.add(job.job_id)
-        self._schedule(job.job_id, due)
+        if self._schedule(job.job_id, due) and announce:
+            self._announce(due, (job.job_id,))
 
     def deactivate(self, job_id: str) -> None:
         """Drop a job that needs no more polling (its heap entry goes stale)."""
         self.active.discard(job_id)
         self._due_at.pop(job_id, None)
 
-    def _schedule(self, job_id: str, due: float) -> None:
+    def _schedule(self, job_id: str, due: float) -> bool:
         if self._in_ops.get(job_id):
-            return
+            return False
         self._due_at[job_id] = due
         heapq.heappush(self._due, (due, next(self._seq), (job_id,)))
         if due <= self._due[0][0]:
             self._wakeup.set()
+        return True
 
-    def _next_due(self, job: Job, monotonic: float, wall: float) -> float:
-        scheduler = self._scheduler
-        return monotonic + scheduler.policy.interval(job, self.base_interval, wall, scheduler.groups.get(job.group))
+    def _announce(self, due: float, job_ids: tuple[str, ...]) -> None:
+        self._publish(
+            Rescheduled(
+                at=self._clock.wall_now(), backend=self.name, next_poll_at=self._clock.to_wall(due), job_ids=job_ids
+            )
+        )
+
+    def interval(self, job: Job) -> float:
+        """Seconds until ``job`` should be confirmed again (the adaptive interval)."""
+        return self._context.policy.interval(
+            job, self.base_interval, self._clock.wall_now(), self._book.groups.get(job.group)
+        )
+
+    def _next_due(self, job: Job, now: float) -> float:
+        return now + self.interval(job)
 
     def reschedule(self, job: Job) -> None:
         """Make an active job due one interval after now (it was just confirmed)."""
         if job.job_id in self.active:
-            self._schedule(job.job_id, self._next_due(job, time.monotonic(), time.time()))
+            due = self._next_due(job, self._clock.now())
+            if self._schedule(job.job_id, due):
+                self._announce(due, (job.job_id,))
 
     def next_poll_at(self, job_id: str) -> float | None:
         """Monotonic time the job is due, or ``None`` while it is in an operation or inactive."""
@@ -171,13 +242,16 @@ class Lane:
 
     def rebuild_due_times(self) -> None:
         """Recompute every waiting job's due time (after the interval changed)."""
-        jobs = self._scheduler.jobs
-        offset = time.time() - time.monotonic()
+        jobs, clock = self._book.jobs, self._clock
         self._due.clear()
+        by_due: dict[float, list[str]] = {}
         for job_id in list(self._due_at):
             job = jobs[job_id]
-            self._due_at[job_id] = job.last_confirmed - offset + self._scheduler.interval_for(job, self)
-            self._due.append((self._due_at[job_id], next(self._seq), (job_id,)))
+            due = self._due_at[job_id] = clock.to_monotonic(job.last_confirmed) + self.interval(job)
+            by_due.setdefault(due, []).append(job_id)
+        for due, job_ids in by_due.items():
+            self._due.append((due, next(self._seq), tuple(job_ids)))
+            self._announce(due, tuple(job_ids))
         heapq.heapify(self._due)
         self._wakeup.set()
 
@@ -186,58 +260,81 @@ class Lane:
     def lag(self, now: float) -> float:
         """How far past its due time the stalest active job is, in seconds."""
         oldest = self._peek_due()
-        for op in self.ops.values():
-            if op.kind == OpKind.POLL and (oldest is None or op.oldest_due < oldest):
+        for op in self._poll_ops.values():
+            if oldest is None or op.oldest_due < oldest:
                 oldest = op.oldest_due
         return 0.0 if oldest is None else max(0.0, now - oldest)
 
     def calls_per_minute(self, now: float) -> float:
         """Calls started in the last minute."""
-        while self._call_times and self._call_times[0] < now - 60.0:
-            self._call_times.popleft()
-        return float(len(self._call_times))
+        return self.health.calls_per_minute(now)
 
     def record(self, now: float) -> BackendRecord:
         """The lane's health now."""
-        lag = self.lag(now)
-        outcomes = self._recent_outcomes
+        health = self.health
+        waiting = len(self._fetches) + self.fetches_in_flight
+        rate = self._fetch_rate()
         return BackendRecord(
             name=self.name,
             active_jobs=len(self.active),
-            queued_ops=sum(1 for op in self.ops.values() if op.state == OpState.QUEUED),
+            queued_ops=sum(1 for op in self._poll_ops.values() if op.state == OpState.QUEUED)
+            + len(self._fetch_ops)
+            - self.fetches_in_flight,
             in_flight=self.in_flight,
             concurrency_limit=self.caps.max_concurrency,
             fetches_in_flight=self.fetches_in_flight,
-            fetch_limit=self.caps.fetch_concurrency,
+            fetch_limit=self.fetch_limit.limit,
             max_batch=self.caps.max_batch,
-            lag=lag,
+            lag=self.lag(now),
             poll_interval=self.base_interval,
             breaker=self.breaker.state,
             paused=self.paused,
-            calls_per_minute=self.calls_per_minute(now),
+            calls_per_minute=health.calls_per_minute(now),
             max_calls_per_minute=self.caps.max_calls_per_minute,
-            error_rate=(outcomes.count(False) / len(outcomes)) if outcomes else 0.0,
-            last_latency=self.last_latency,
-            calls_total=self.calls_total,
-            retries_total=self.retries_total,
-            rejections_total=self.rejections_total,
+            error_rate=health.error_rate,
+            last_latency=health.last_latency,
+            calls_total=health.calls_total,
+            retries_total=health.retries_total,
+            rejections_total=health.rejections_total,
+            results_lag=self.results_lag(now),
+            fetches_queued=len(self._fetches),
+            collect_bound=0.0 if not waiting else (None if rate is None else waiting / rate),
         )
+
+    def sample(self, now: float) -> BackendRecord:
+        """The lane's health now, kept in its history; also the periodic upkeep of reserve and held news."""
+        self._update_reserve()
+        self._expire_held(now)
+        record = self.record(now)
+        self.health.lag_samples.append(record.lag)
+        self.health.results_lag_samples.append(record.results_lag)
+        return record
+
+    def _update_reserve(self) -> None:
+        """Keep for status polls the calls a minute they are expected to need, with a margin."""
+        limit = self.allowance.per_minute
+        if limit is None:
+            return
+        batches = math.ceil(len(self.active) / max(1, self.caps.max_batch))
+        expected = batches * 60.0 / max(self.base_interval, 1e-3) * self._settings.poll_reserve_margin
+        self.allowance.reserve = min(limit * _RESERVE_SHARE_CAP, max(float(self.caps.max_concurrency), expected))
 
     def op_records(self) -> list[OpRecord]:
         """Queued and in-flight operations, oldest first."""
-        wall = self._scheduler.wall
+        to_wall = self._clock.to_wall
         return [
             op_record(
                 op,
-                enqueued_wall=wall(op.enqueued_at),
-                started_wall=None if op.started_at is None else wall(op.started_at),
+                enqueued_wall=to_wall(op.enqueued_at),
+                started_wall=None if op.started_at is None else to_wall(op.started_at),
             )
-            for op in sorted(self.ops.values(), key=lambda o: o.enqueued_at)
+            for op in sorted(self.ops.values(), key=lambda op: op.op_id)
         ]
 
-    def _on_breaker_change(self, state: str, reason: str) -> None:
+    def _on_breaker_change(self, state: BreakerState, reason: str) -> None:
         log.warning("%s: circuit breaker %s (%s)", self.name, state, reason)
-        self._scheduler.publish(BreakerChanged(at=time.time(), backend=self.name, state=state, reason=reason))  # type: ignore[arg-type]
+        self._publish(BreakerChanged(at=self._clock.wall_now(), backend=self.name, state=state, reason=reason))
+        self._fetch_wakeup.set()
 
     # -- user requests ------------------------------------------------------------------------
 
@@ -256,6 +353,7 @@ class Lane:
         self.paused = False
         self._resumed.set()
         self._wakeup.set()
+        self._fetch_wakeup.set()
 
     def set_interval(self, seconds: float) -> None:
         """Change the target interval between two confirmations of a job."""
@@ -267,20 +365,16 @@ class Lane:
     def _enqueue(self, op: Operation, *, again: bool = False) -> None:
         op.state = OpState.QUEUED
         if not again:
-            op.enqueued_at = time.monotonic()
+            op.enqueued_at = self._clock.now()
             self.ops[op.op_id] = op
             if op.kind == OpKind.POLL:
+                self._poll_ops[op.op_id] = op
                 for job_id in op.job_ids:
                     self._in_ops[job_id] = self._in_ops.get(job_id, 0) + 1
-        queue = self._poll_queue if op.kind == OpKind.POLL else self._fetch_queue
-        queue.put_nowait((op.priority, op.op_id, op))
-        self._scheduler.publish(
-            OpQueued(at=time.time(), op=op_record(op, enqueued_wall=self._scheduler.wall(op.enqueued_at)))
-        )
-
-    def queue_fetch(self, job_id: str) -> None:
-        """Plan the output fetch of a job that finished at its backend."""
-        self._enqueue(Operation(OpKind.FETCH_OUTPUT, self.name, (job_id,)))
+        if op.kind == OpKind.POLL:
+            self._poll_queue.put_nowait((op.priority, op.op_id, op))
+        enqueued_wall = self._clock.to_wall(op.enqueued_at)
+        self._publish(OpQueued(at=self._clock.wall_now(), op=op_record(op, enqueued_wall=enqueued_wall)))
 
     def _plan_urgent(self, now: float) -> None:
         urgent = [j for j in dict.fromkeys(self._urgent) if j in self.active]
@@ -289,14 +383,14 @@ class Lane:
             batch = tuple(urgent[start : start + self.caps.max_batch])
             for job_id in batch:
                 self._due_at.pop(job_id, None)
-            self._enqueue(Operation(OpKind.POLL, self.name, batch, priority=_URGENT, oldest_due=now))
+            self._enqueue(Operation(OpKind.POLL, self.name, batch, priority=URGENT, oldest_due=now))
 
     def _plan_due(self, now: float) -> bool:
         """Batch the due jobs; return True when some are left for another round."""
         first = self._peek_due()
         if first is None or first > now:
             return False
-        horizon = now + min(self._config.batch_window, self.base_interval / 4)
+        horizon = now + min(self._settings.batch_window, self.base_interval / 4)
         heap, due_at, max_batch = self._due, self._due_at, self.caps.max_batch
         batch: list[str] = []
         oldest = first
@@ -326,7 +420,7 @@ class Lane:
         """Turn due jobs into poll operations, forever."""
         while True:
             self._wakeup.clear()
-            now = time.monotonic()
+            now = self._clock.now()
             if self._urgent:
                 self._plan_urgent(now)
             if not self.paused and not self._draining and self._plan_due(now):
@@ -334,12 +428,30 @@ class Lane:
                 await asyncio.sleep(0)
                 continue
             due = self._peek_due()
-            timeout = None if due is None or self.paused else max(0.0, due - time.monotonic())
+            timeout = None if due is None or self.paused else max(0.0, due - self._clock.now())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wakeup.wait()
 
-    # -- running operations ------------------------------------------------------------------
+    # -- the allowance -------------------------------------------------------------------------
+
+    async def take_call(self, kind: CallKind = "status") -> None:
+        """Wait until one more call of this kind keeps within the service's allowance, and count it.
+
+        Status calls (polls, submissions, kills) may use the whole allowance; fetches only what
+        status calls are not expected to need.
+        """
+        allowance, clock = self.allowance, self._clock
+        # The allowance frees up with time alone (calls leave the sliding minute), not on an event.
+        while not allowance.take(kind, clock.now()):  # noqa: ASYNC110
+            await asyncio.sleep(allowance.wait_time(kind, clock.now()))
+
+    async def take_direct_call(self) -> None:
+        """Make room for a call outside the lane's operations (a submission, a kill) and count it in its health."""
+        await self.take_call("status")
+        self.health.call_started(self._clock.now())
+
+    # -- running polls -------------------------------------------------------------------------
 
     async def _next_op(self, queue: asyncio.PriorityQueue[tuple[int, int, Operation]]) -> Operation | None:
         """The next live operation, or ``None`` once the lane is draining."""
@@ -359,34 +471,18 @@ class Lane:
     async def run_poll_worker(self) -> None:
         """Take poll operations one at a time, forever."""
         while (op := await self._next_op(self._poll_queue)) is not None:
-            await self._take_budget()
+            await self.take_call("status")
             # The breaker is asked right before the call: it may have opened while we waited.
             await self.breaker.acquire()
             await self._run_poll(op)
 
-    async def run_fetch_worker(self) -> None:
-        """Take output fetches one at a time, forever."""
-        while (op := await self._next_op(self._fetch_queue)) is not None:
-            await self._take_budget()
-            await self._run_fetch(op)
-
-    async def _take_budget(self) -> None:
-        """Wait until one more call keeps within the service's calls-per-minute allowance, and count it."""
-        limit = self.caps.max_calls_per_minute
-        now = time.monotonic()
-        if limit is not None:
-            while self.calls_per_minute(now) >= limit:
-                await asyncio.sleep(self._call_times[0] + 60.0 - now)
-                now = time.monotonic()
-        # Counted here, with no await since the check, so workers waiting together cannot overshoot.
-        self._call_times.append(now)
-
     def _start(self, op: Operation) -> None:
+        now = self._clock.now()
         op.state = OpState.IN_FLIGHT
-        op.started_at = time.monotonic()
-        self.calls_total += 1
+        op.started_at = now
+        self.health.call_started(now)
         self._idle.clear()
-        self._scheduler.publish(OpStarted(at=time.time(), op_id=op.op_id, backend=self.name, attempt=op.attempt))
+        self._publish(OpStarted(at=self._clock.to_wall(now), op_id=op.op_id, backend=self.name, attempt=op.attempt))
 
     def _finish(
         self,
@@ -396,28 +492,30 @@ class Lane:
         error: str | None = None,
         retry_in: float | None = None,
         changed: int = 0,
-    ) -> None:
-        latency = time.monotonic() - (op.started_at or time.monotonic())
-        self.last_latency = latency
-        if outcome != "cancelled":
-            self._recent_outcomes.append(outcome == "done")
+    ) -> float:
+        now = self._clock.now()
+        latency = now - (op.started_at or now)
+        self.health.call_finished(latency, None if outcome == "cancelled" else outcome == "done")
         op.error = error
         if retry_in is None:
             op.state = (
                 OpState.DONE if outcome == "done" else OpState.CANCELLED if outcome == "cancelled" else OpState.FAILED
             )
-            op.finished_at = time.monotonic()
+            op.finished_at = now
             self.ops.pop(op.op_id, None)
             if op.kind == OpKind.POLL:
+                self._poll_ops.pop(op.op_id, None)
                 for job_id in op.job_ids:
                     left = self._in_ops.get(job_id, 1) - 1
                     if left <= 0:
                         self._in_ops.pop(job_id, None)
                     else:
                         self._in_ops[job_id] = left
-        self._scheduler.publish(
+            else:
+                self._fetch_ops.pop(op.job_ids[0], None)
+        self._publish(
             OpFinished(
-                at=time.time(),
+                at=self._clock.to_wall(now),
                 op_id=op.op_id,
                 backend=self.name,
                 kind=op.kind,
@@ -430,40 +528,50 @@ class Lane:
         )
         if self.in_flight == 0 and self.fetches_in_flight == 0:
             self._idle.set()
+        return latency
 
-    def _retry_later(self, op: Operation, delay: float) -> None:
-        self.retries_total += 1
+    def _retry_later(self, op: Operation, delay: float, requeue: Callable[[], None]) -> None:
+        self.health.retries_total += 1
         op.attempt += 1
         op.state = OpState.QUEUED
 
-        def requeue() -> None:
+        def fire() -> None:
             self._retry_timers.discard(handle)
             if op.op_id in self.ops:
-                self._enqueue(op, again=True)
+                requeue()
 
-        handle = asyncio.get_running_loop().call_later(delay, requeue)
+        handle = asyncio.get_running_loop().call_later(delay, fire)
         self._retry_timers.add(handle)
 
-    async def _call(self, call: Callable[[], Awaitable[object]]) -> tuple[Outcome, object, str | None]:
-        """Run one backend call under the lane's timeout.
+    async def _call(
+        self, call: Callable[[], Awaitable[object]], timeout_s: float | None = None, *, writes_locally: bool = False
+    ) -> tuple[Outcome, object, str | None]:
+        """Run one backend call under a timeout (the backend's own unless given).
 
         Raises:
             OutputUnavailable: passed through for the fetch path to settle the job.
+            OSError: with ``writes_locally``, a fault of this machine's disk (full, read-only,
+                I/O or permission error), which is no fault of the backend's.
             asyncio.CancelledError: the lane is shutting down.
         """
-        timeout = asyncio.timeout(self.caps.call_timeout)
+        limit = self.caps.call_timeout if timeout_s is None else timeout_s
+        timeout = asyncio.timeout(limit)
         try:
             async with timeout:
                 result = await call()
         except TimeoutError:
             if timeout.expired():
-                return "timeout", None, f"no answer within {self.caps.call_timeout:g}s"
+                return "timeout", None, f"no answer within {limit:.3g}s"
             return "error", None, "TimeoutError raised by the backend"
         except MalformedAnswer as exc:
             self._reject(None, "garbage", str(exc))
             return "error", None, f"malformed answer: {exc}"
         except OutputUnavailable:
             raise
+        except OSError as exc:
+            if writes_locally and exc.errno in _LOCAL_DISK_ERRNOS:
+                raise
+            return "error", None, f"{type(exc).__name__}: {exc}"
         except BackendError as exc:
             return "error", None, str(exc)
         except Exception as exc:
@@ -472,16 +580,16 @@ class Lane:
         return "done", result, None
 
     def _reject(self, job_id: str | None, category: RejectionCategory, reason: str) -> None:
-        self.rejections_total += 1
-        self._scheduler.count_rejection(self.name, job_id, category, reason)
+        self.health.rejections_total += 1
+        self._book.reject(self.name, job_id, category, reason)
 
     async def _run_poll(self, op: Operation) -> None:
         self.in_flight += 1
         self._start(op)
-        jobs = self._scheduler.jobs
+        jobs = self._book.jobs
         backend_ids = [jobs[j].backend_id or "" for j in op.job_ids]
         try:
-            outcome, result, error = await self._call(lambda: self.backend.poll(backend_ids))
+            outcome, result, error = await self._call(lambda: self.backend.poll(backend_ids), self._poll_timeout())
         except asyncio.CancelledError:
             self.in_flight -= 1
             self.breaker.release()
@@ -492,105 +600,129 @@ class Lane:
             assert isinstance(result, PollResult)
             self.breaker.record_success()
             changed = await self._apply_poll(op, result)
-            self._finish(op, "done", changed=changed)
+            latency = self._finish(op, "done", changed=changed)
+            self.health.poll_latency.add(latency)
             self._return_to_heap(op)
             return
         assert error is not None
         self.breaker.record_failure(error)
-        if op.attempt <= self._config.max_retries and not self._draining:
-            delay = backoff_delay(op.attempt, base=self._config.backoff_base, cap=self._config.backoff_cap)
+        if op.attempt <= self._settings.max_retries and not self._draining:
+            delay = backoff_delay(op.attempt, base=self._settings.backoff_base, cap=self._settings.backoff_cap)
             self._finish(op, outcome, error=error, retry_in=delay)
-            self._retry_later(op, delay)
+            self._retry_later(op, delay, lambda: self._enqueue(op, again=True))
         else:
             self._finish(op, outcome, error=error)
             self._return_to_heap(op)
 
     async def _apply_poll(self, op: Operation, result: PollResult) -> int:
         """Believe what a poll answered, a slice at a time so a big answer never stalls the loop."""
-        scheduler, by_backend_id = self._scheduler, self.by_backend_id
+        book, clock = self._book, self._clock
+        by_backend_id, jobs = book.by_backend_id[self.name], book.jobs
         in_batch = set(op.job_ids)
-        changed = 0
+        transitions_before = book.transitions
         for rejection in result.rejections:
             self._reject(by_backend_id.get(rejection.backend_id or ""), rejection.category, rejection.reason)
         reports = result.reports
         for start in range(0, len(reports), _APPLY_SLICE):
             if start:
                 await asyncio.sleep(0)
-            now = time.time()
+            now = clock.wall_now()
             for report in reports[start : start + _APPLY_SLICE]:
                 job_id = by_backend_id.get(report.backend_id)
                 if job_id is None or job_id not in in_batch:
                     self._reject(job_id, "garbage", f"report for {report.backend_id!r}, which was not asked for")
                     continue
-                if scheduler.apply_report(scheduler.jobs[job_id], report, "poll", op.op_id, now=now):
-                    changed += 1
-        return changed
+                effects = book.apply(jobs[job_id], report, "poll", op.op_id, now)
+                if effects:
+                    self.carry_out(effects)
+        return book.transitions - transitions_before
 
     def _return_to_heap(self, op: Operation) -> None:
         """Schedule the batch's still-active jobs one interval from now (the hot path of a sweep)."""
-        jobs, active, in_ops, due_at, heap = self._scheduler.jobs, self.active, self._in_ops, self._due_at, self._due
-        mono, wall = time.monotonic(), time.time()
+        jobs, active, in_ops, due_at, heap = self._book.jobs, self.active, self._in_ops, self._due_at, self._due
+        now = self._clock.now()
+        wall = self._clock.to_wall(now)
+        policy, base, groups = self._context.policy, self.base_interval, self._book.groups
         earliest = heap[0][0] if heap else None
+        # A lane already behind has no calls to spare for polling some jobs sooner than the
+        # base interval: that would only push the stalest ones further back.
+        oldest = self._peek_due()
+        floor = base if oldest is not None and now - oldest > base / 4 else 0.0
         by_due: dict[float, list[str]] = {}
         for job_id in op.job_ids:
             if job_id in active and not in_ops.get(job_id):
-                due = due_at[job_id] = self._next_due(jobs[job_id], mono, wall)
-                by_due.setdefault(due, []).append(job_id)
+                job = jobs[job_id]
+                due = due_at[job_id] = now + max(floor, policy.interval(job, base, wall, groups.get(job.group)))
+                members = by_due.get(due)
+                if members is None:
+                    by_due[due] = [job_id]
+                else:
+                    members.append(job_id)
         for due, job_ids in by_due.items():
-            heapq.heappush(heap, (due, next(self._seq), tuple(job_ids)))
+            batch = tuple(job_ids)
+            heapq.heappush(heap, (due, next(self._seq), batch))
+            self._announce(due, batch)
         if heap and (earliest is None or heap[0][0] < earliest):
             self._wakeup.set()
 
+    # -- news the backend pushes ---------------------------------------------------------------
+
     def on_push(self, report: StatusReport) -> None:
-        """A change the backend noticed by itself (e.g. a process exit)."""
-        job_id = self.by_backend_id.get(report.backend_id)
-        if job_id is None:
-            self._reject(None, "unknown_job", f"event for unknown {report.backend_id!r}")
+        """A change the backend noticed by itself (e.g. a process exit).
+
+        News about a job the lane does not know yet is held: the backend may see a job end
+        before its submission has returned the job's id to the scheduler.
+        """
+        job = self._book.find(self.name, report.backend_id)
+        if job is None:
+            held = self._held.get(report.backend_id)
+            if held is None:
+                self._held[report.backend_id] = (self._clock.now(), [report])
+            else:
+                held[1].append(report)
             return
-        job = self._scheduler.jobs[job_id]
-        self._scheduler.apply_report(job, report, "event", None)
-        if job_id in self._due_at:
+        self._apply_pushed(job, report)
+
+    def _apply_pushed(self, job: Job, report: StatusReport) -> None:
+        self.carry_out(self._book.apply(job, report, "event", None, self._clock.wall_now()))
+        if job.job_id in self._due_at:
             self.reschedule(job)
 
-    async def _run_fetch(self, op: Operation) -> None:
-        scheduler, sink = self._scheduler, self._scheduler.outputs
-        (job_id,) = op.job_ids
-        job = scheduler.jobs[job_id]
-        if sink.collected(job_id):
-            # Collected before a crash cut the bookkeeping short: do not fetch twice.
-            self._finish(op, "done", changed=1)
-            await scheduler.output_collected(job, _listing(sink.path(job_id)), op.op_id)
+    def on_tracked(self, job: Job) -> None:
+        """A job joined the book: apply what its backend said of it before that."""
+        if job.backend_id is None or not self._held:
             return
-        self.fetches_in_flight += 1
-        self.fetches_total += 1
-        self._start(op)
-        staging = sink.prepare(job_id)
-        try:
-            outcome, _, error = await self._call(lambda: self.backend.fetch_output(job.backend_id or "", staging))
-        except asyncio.CancelledError:
-            self.fetches_in_flight -= 1
-            sink.discard(staging)
-            self._finish(op, "cancelled", error="shutting down")
-            raise
-        except OutputUnavailable as exc:
-            self.fetches_in_flight -= 1
-            sink.discard(staging)
-            self._finish(op, "error", error=str(exc))
-            scheduler.output_lost(job, str(exc), op.op_id)
+        held = self._held.pop(job.backend_id, None)
+        if held is not None:
+            for report in held[1]:
+                self._apply_pushed(job, report)
+
+    def _expire_held(self, now: float) -> None:
+        if not self._held:
             return
-        self.fetches_in_flight -= 1
-        if outcome != "done":
-            assert error is not None
-            sink.discard(staging)
-            # A finished job's output must not be lost: keep retrying, ever more slowly.
-            delay = backoff_delay(op.attempt, base=self._config.backoff_base, cap=self._config.fetch_backoff_cap)
-            self._finish(op, outcome, error=error, retry_in=delay)
-            self._retry_later(op, delay)
-            return
-        files = _listing(staging)
-        sink.commit(job_id, staging)
-        self._finish(op, "done", changed=1)
-        await scheduler.output_collected(job, files, op.op_id)
+        for backend_id, (since, reports) in list(self._held.items()):
+            if now - since > self._settings.held_push_for:
+                del self._held[backend_id]
+                for _ in reports:
+                    self._reject(None, "unknown_job", f"event for unknown {backend_id!r}")
+
+    # -- output fetches ------------------------------------------------------------------------
+
+    def _timeout(self, latencies: LatencyWindow) -> float:
+        """A multiple of the recent p99 latency, within bounds; the backend's own timeout until known."""
+        ceiling = self.caps.call_timeout
+        if len(latencies) < _TAIL_SAMPLES:
+            return ceiling
+        p99 = latencies.quantile(0.99) or ceiling
+        settings = self._settings
+        return min(ceiling, max(settings.timeout_min, settings.timeout_multiple * p99))
+
+    def _poll_timeout(self) -> float:
+        # A blocking call on a thread cannot be stopped: cut short, it would keep its thread
+        # busy behind the lane's back. Only calls on the loop or in a worker process follow latency.
+        if self.caps.blocking and not self.caps.isolated:
+            return self.caps.call_timeout
+        return self._timeout(self.health.poll_latency)
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -601,11 +733,8 @@ class Lane:
             handle.cancel()
         self._retry_timers.clear()
         self._wakeup.set()
+        self._fetch_wakeup.set()
 
     async def wait_idle(self) -> None:
         """Wait until no call is in flight."""
         await self._idle.wait()
-
-
-def _listing(directory: Path) -> tuple[str, ...]:
-    return tuple(sorted(path.name for path in directory.iterdir()))

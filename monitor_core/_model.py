@@ -146,6 +146,8 @@ class Job:
     """The final status a ``completing`` job will take once its output is fetched."""
     info: str = ""
     """The backend's own words for the status (e.g. DIRAC's ``Stalled``)."""
+    collect_error: str | None = None
+    """Why the outputs could not be collected after every attempt; ``None`` otherwise."""
 
 
 class OpKind(enum.StrEnum):

@@ -3,10 +3,14 @@
 A fetch writes into a private temporary directory; renaming it to the job's directory
 is the single, atomic act of collecting. A second fetch of the same job, after a crash
 between the rename and the bookkeeping, finds the directory there and stops.
+
+The ``async`` methods do their file-system work on a thread, so a slow or full disk never
+holds up the event loop; an ``OSError`` reaches the caller, which decides whose fault it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -66,3 +70,48 @@ class OutputSink:
     def discard(self, staging: Path) -> None:
         """Throw away a failed attempt's files."""
         shutil.rmtree(staging, ignore_errors=True)
+
+    def files(self, job_id: str) -> tuple[str, ...]:
+        """The names of a job's collected files."""
+        return _listing(self.path(job_id))
+
+    # -- off the event loop ----------------------------------------------------------------------
+
+    async def begin(self, job_id: str) -> Path | None:
+        """A fresh staging directory for one fetch attempt, or ``None`` when the output is already collected.
+
+        Raises:
+            OSError: the directory could not be made.
+        """
+        return await asyncio.to_thread(lambda: None if self.collected(job_id) else self.prepare(job_id))
+
+    async def finish(self, job_id: str, staging: Path) -> tuple[str, ...]:
+        """Make an attempt's files the job's output (unless already collected); return the collected files.
+
+        Raises:
+            OSError: the files could not be listed or moved (the attempt's files are thrown away).
+        """
+
+        def finish() -> tuple[str, ...]:
+            try:
+                files = _listing(staging)
+                if not self.commit(job_id, staging):
+                    files = self.files(job_id)
+            except OSError:
+                self.discard(staging)
+                raise
+            return files
+
+        return await asyncio.to_thread(finish)
+
+    async def release(self, staging: Path) -> None:
+        """Throw away an attempt's files, off the loop."""
+        await asyncio.to_thread(self.discard, staging)
+
+    async def collected_files(self, job_id: str) -> tuple[str, ...]:
+        """:meth:`files`, off the loop."""
+        return await asyncio.to_thread(self.files, job_id)
+
+
+def _listing(directory: Path) -> tuple[str, ...]:
+    return tuple(sorted(entry.name for entry in os.scandir(directory)))

@@ -1,43 +1,49 @@
-"""The scheduler: one asyncio loop, one lane per backend, one truth about every job."""
+"""The scheduler: one asyncio loop, one lane per backend, one book of every job.
+
+The data's path is one way: a lane calls its backend, hands each answer to the
+:class:`~monitor_core._book.JobBook`, carries out the effects the book returns (poll the job
+again, stop polling it, fetch its outputs) and publishes on the bus; views subscribe to the
+bus. The scheduler only wires these together and answers the session's requests.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
+from ._book import JobBook, NotCollectable
 from ._bus import EventBus
+from ._clock import Clock
 from ._events import (
     ChangeSource,
     Event,
     Heartbeat,
     JobAdded,
-    JobChanged,
     LagSampled,
     RejectionCategory,
     SessionEnded,
     Snapshot,
-    UpdateRejected,
     job_record,
 )
-from ._lane import Lane, SchedulerConfig
-from ._model import Job, JobSpec, JobStatus, is_legal_transition
+from ._lane import Lane, LaneContext
+from ._model import Job, JobSpec, JobStatus
 from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, GroupRuntimes
+from ._settings import SchedulerConfig
 from ._store import SessionStore
 from .backends._base import Backend, BackendError, StatusReport
 
-__all__ = ["Scheduler", "UnknownBackend", "UnknownJob"]
+__all__ = ["NotCollectable", "Scheduler", "UnknownBackend", "UnknownJob"]
 
 log = logging.getLogger(__name__)
 
-_BACKEND_FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
-"""Finished at the backend: the job goes through ``completing`` while its output is fetched."""
+_TRACK_SLICE: Final = 500
+"""Jobs tracked between two yields to the loop (a few milliseconds of work)."""
 
 
 class UnknownJob(KeyError):
@@ -81,40 +87,67 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.policy = policy or AdaptiveInterval()
         self.session = session
-        self.jobs: dict[str, Job] = {}
-        """Every job of the session, by id."""
+        self.clock = Clock()
+        self.book = JobBook(publish=self.publish, clock=self.clock, store=store)
+        self._context = LaneContext(
+            book=self.book,
+            publish=self.publish,
+            settings=self.config,
+            clock=self.clock,
+            outputs=outputs,
+            policy=self.policy,
+        )
         self.lanes: dict[str, Lane] = {}
         for backend in backends:
             if backend.name in self.lanes:
                 raise ValueError(f"two backends are named {backend.name!r}")
-            self.lanes[backend.name] = Lane(backend, self)
-        self.counters: Counter[str] = Counter()
-        self.outputs_collected: dict[str, tuple[str, ...]] = {}
-        self.groups: dict[str, GroupRuntimes] = {}
-        """Running-time statistics per job group, for the adaptive poll policy."""
-        self._final = 0
-        self._all_final = asyncio.Event()
-        self._all_final.set()
-        self._next_number = 1
-        self._offset = time.time() - time.monotonic()
-        self._tasks: asyncio.TaskGroup | None = None
+            self.lanes[backend.name] = self._make_lane(backend)
+        self._group: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._running: list[asyncio.Task[None]] = []
         self._heartbeats = 0
         self._closed = False
+
+    def _make_lane(self, backend: Backend) -> Lane:
+        self.book.add_backend(backend.name, fetches_output=backend.capabilities.fetches_output)
+        return Lane(backend, self._context)
+
+    # -- the book's figures --------------------------------------------------------------------
+
+    @property
+    def jobs(self) -> dict[str, Job]:
+        """Every job of the session, by id."""
+        return self.book.jobs
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Session-wide counters (transitions, rejections, outputs collected, ...)."""
+        return self.book.counters
+
+    @property
+    def outputs_collected(self) -> dict[str, tuple[str, ...]]:
+        """Job id -> its collected output files."""
+        return self.book.outputs_collected
+
+    @property
+    def groups(self) -> dict[str, GroupRuntimes]:
+        """Running-time statistics per job group, for the adaptive poll policy."""
+        return self.book.groups
 
     # -- clocks and publishing -----------------------------------------------------------------
 
     def wall(self, monotonic: float) -> float:
         """Wall-clock time of a monotonic instant."""
-        return monotonic + self._offset
+        return self.clock.to_wall(monotonic)
 
     def publish(self, event: Event) -> None:
         """Put an event on the bus."""
         self.bus.publish(event)
 
     def interval_for(self, job: Job, lane: Lane) -> float:
-        """Seconds until ``job`` should be confirmed again."""
-        return self.policy.interval(job, lane.base_interval, time.time(), self.groups.get(job.group))
+        """Seconds until ``job`` should be confirmed again (the lane's adaptive interval)."""
+        return lane.interval(job)
 
     def lane(self, backend: str) -> Lane:
         """The lane of a backend.
@@ -143,8 +176,13 @@ class Scheduler:
                 with contextlib.suppress(Exception):
                     await backend.close()
             raise
-        self._tasks = asyncio.TaskGroup()
-        await self._tasks.__aenter__()
+        ready = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(ready), name="monitor.scheduler")
+        ready_wait = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({ready_wait, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        ready_wait.cancel()
+        if self._runner.done():
+            self._runner.result()  # raises what stopped it
         for lane in self.lanes.values():
             self._start_lane(lane)
         self._spawn(self._run_sampler(), "monitor.sampler")
@@ -152,12 +190,20 @@ class Scheduler:
             self._spawn(self.store.run_flusher(), "monitor.store")
         return self
 
+    async def _run(self, ready: asyncio.Event) -> None:
+        """Own the task group of every lane's loops, from start until :meth:`aclose`."""
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            ready.set()
+            await self._stop.wait()
+            for task in self._running:
+                task.cancel()
+
     def _start_lane(self, lane: Lane) -> None:
         self._spawn(lane.run_planner(), f"monitor[lane={lane.name}].planner")
         for index in range(lane.caps.max_concurrency):
             self._spawn(lane.run_poll_worker(), f"monitor[lane={lane.name}].poll{index}")
-        for index in range(lane.caps.fetch_concurrency):
-            self._spawn(lane.run_fetch_worker(), f"monitor[lane={lane.name}].fetch{index}")
+        self._spawn(lane.run_fetcher(), f"monitor[lane={lane.name}].fetcher")
 
     async def add_backend(self, backend: Backend) -> Lane:
         """Give a backend that appeared after the start its own lane (e.g. a Ganga user's first Condor job).
@@ -168,9 +214,9 @@ class Scheduler:
         """
         if backend.name in self.lanes:
             raise ValueError(f"two backends are named {backend.name!r}")
-        if self._tasks is None or self._closed:
+        if self._group is None or self._closed:
             raise RuntimeError("the scheduler is not running")
-        lane = Lane(backend, self)
+        lane = self._make_lane(backend)
         await backend.start()
         backend.set_listener(lane.on_push)
         self.lanes[backend.name] = lane
@@ -178,8 +224,8 @@ class Scheduler:
         return lane
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        assert self._tasks is not None
-        self._running.append(self._tasks.create_task(coroutine, name=name))
+        assert self._group is not None
+        self._running.append(self._group.create_task(coroutine, name=name))
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -199,11 +245,14 @@ class Scheduler:
             waiter.cancel()
         if pending:
             log.warning("drain deadline passed with calls in flight; cancelling them")
-        if self._tasks is not None:
-            for task in self._running:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tasks.__aexit__(None, None, None)
+        if self._runner is not None:
+            self._stop.set()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("a lane's loop failed")
         for lane in self.lanes.values():
             lane.backend.set_listener(None)
             try:
@@ -212,7 +261,7 @@ class Scheduler:
                 log.exception("%s: closing the backend failed", lane.name)
         if self.store is not None:
             await self.store.flush()
-        self.publish(SessionEnded(at=time.time(), reason=reason))
+        self.publish(SessionEnded(at=self.clock.wall_now(), reason=reason))
 
     async def _run_sampler(self) -> None:
         while True:
@@ -221,30 +270,29 @@ class Scheduler:
 
     def sample(self) -> None:
         """Publish every lane's health and a heartbeat now."""
-        now, at = time.monotonic(), time.time()
+        now = self.clock.now()
+        at = self.clock.to_wall(now)
         for lane in self.lanes.values():
-            record = lane.record(now)
-            lane.lag_samples.append(record.lag)
-            self.publish(LagSampled(at=at, backend=record))
+            self.publish(LagSampled(at=at, backend=lane.sample(now)))
         self._heartbeats += 1
         active = sum(len(lane.active) for lane in self.lanes.values())
         self.publish(
             Heartbeat(
-                at=at, seq=self._heartbeats, jobs_total=len(self.jobs), jobs_active=active, jobs_final=self._final
+                at=at,
+                seq=self._heartbeats,
+                jobs_total=len(self.book.jobs),
+                jobs_active=active,
+                jobs_final=self.book.final_count,
             )
         )
 
     # -- jobs in -------------------------------------------------------------------------------
 
-    def _new_id(self) -> str:
-        job_id = str(self._next_number)
-        self._next_number += 1
-        return job_id
-
     async def submit(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Submit jobs to their backends and start monitoring them.
 
-        Jobs are stored before this returns, so a crash afterwards loses none.
+        Jobs are stored before this returns, so a crash afterwards loses none. Each submission
+        call counts against its service's calls-per-minute allowance.
 
         Raises:
             UnknownBackend: a spec names a backend without a lane.
@@ -257,16 +305,17 @@ class Scheduler:
         submitted: list[Job] = []
         for backend, group in by_backend.items():
             lane = self.lanes[backend]
+            await lane.take_direct_call()
             # Submission is the user's own act and may be slow; the poll timeout is too tight for it.
             timeout = max(60.0, lane.caps.call_timeout) * (1 + len(group) // 1000)
             async with asyncio.timeout(timeout):
                 backend_ids = await lane.backend.submit(group)
             if len(backend_ids) != len(group):
                 raise BackendError(f"{backend}: {len(group)} jobs submitted, {len(backend_ids)} ids returned")
-            now = time.time()
+            now = self.clock.wall_now()
             jobs = [
                 Job(
-                    job_id=self._new_id(),
+                    job_id=self.book.new_id(),
                     backend=backend,
                     name=spec.name,
                     group=spec.group,
@@ -280,11 +329,34 @@ class Scheduler:
             ]
             if self.store is not None:
                 await self.store.save_now(jobs)
-            for job in jobs:
-                self.track(job)
+            for start in range(0, len(jobs), _TRACK_SLICE):
+                if start:
+                    # A submission of 100,000 jobs must not hold the loop (and every lane) for a second.
+                    await asyncio.sleep(0)
+                for job in jobs[start : start + _TRACK_SLICE]:
+                    self.track(job)
             submitted.extend(jobs)
         self.counters["jobs_submitted"] += len(submitted)
         return submitted
+
+    async def kill(self, job_id: str) -> None:
+        """Ask a job's backend to stop it (counted against the service's allowance), then poll it at once.
+
+        Raises:
+            UnknownJob: no such job.
+            ValueError: the job is not active.
+            BackendError: the backend could not kill it.
+        """
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise UnknownJob(job_id)
+        if not job.status.is_active or job.backend_id is None:
+            raise ValueError(f"job {job_id} is {job.status}; only submitted or running jobs can be killed")
+        lane = self.lanes[job.backend]
+        await lane.take_direct_call()
+        async with asyncio.timeout(lane.caps.call_timeout):
+            await lane.backend.kill(job.backend_id)
+        self.refresh_now(job_id)
 
     def track(self, job: Job, *, source: ChangeSource = "submit") -> None:
         """Start monitoring a job that already has a backend id (new or restored).
@@ -294,128 +366,47 @@ class Scheduler:
             ValueError: the id is taken.
         """
         lane = self.lane(job.backend)
-        if job.job_id in self.jobs:
-            raise ValueError(f"job id {job.job_id} is already tracked")
-        if job.job_id.isdigit():
-            self._next_number = max(self._next_number, int(job.job_id) + 1)
-        self.jobs[job.job_id] = job
-        self._all_final.clear()
-        if job.backend_id is not None:
-            lane.by_backend_id[job.backend_id] = job.job_id
-        if source == "restore" and job.backend_id is not None and not job.status.is_final:
+        restored = source == "restore"
+        effects = self.book.add(job, restored=restored)
+        if restored and job.backend_id is not None and not job.status.is_final:
             lane.backend.adopt(job.backend_id)
-        if job.status.is_active:
-            due = time.monotonic() if source == "restore" else time.monotonic() + self.interval_for(job, lane)
-            lane.activate(job, due)
-        elif job.status == JobStatus.COMPLETING and lane.caps.fetches_output:
-            lane.queue_fetch(job.job_id)
-        elif job.status.is_final:
-            self._count_final()
-        self.publish(JobAdded(at=time.time(), job=job_record(job)))
+        # The job's first due time travels in its JobAdded, not in a Rescheduled of its own.
+        lane.carry_out(effects, announce=False)
+        due = lane.next_poll_at(job.job_id)
+        self.publish(
+            JobAdded(
+                at=self.clock.wall_now(),
+                job=job_record(job, next_poll_at=None if due is None else self.clock.to_wall(due)),
+            )
+        )
+        lane.on_tracked(job)
 
     # -- what backends say ---------------------------------------------------------------------
 
     def count_rejection(self, backend: str, job_id: str | None, category: RejectionCategory, reason: str) -> None:
         """Count, log and publish a refused piece of a backend's answer."""
-        self.counters["rejections"] += 1
-        self.counters[f"rejections.{category}"] += 1
-        log.warning("%s: rejected (%s) for job %s: %s", backend, category, job_id, reason)
-        self.publish(UpdateRejected(at=time.time(), backend=backend, job_id=job_id, category=category, reason=reason))
+        self.book.reject(backend, job_id, category, reason)
 
     def apply_report(
         self, job: Job, report: StatusReport, source: ChangeSource, op_id: int | None, *, now: float | None = None
     ) -> bool:
-        """Believe a backend's report if Ganga's state machine allows it.
+        """Believe a backend's report if Ganga's state machine allows it, and carry out what follows.
 
         Args:
             job: the job the report is about.
             report: what the backend said.
             source: how the report arrived.
             op_id: the operation that brought it, if any.
-            now: wall-clock time of the report (read once per batch by callers in a hurry).
+            now: wall-clock time of the report.
 
         Returns:
             True if the job changed status.
         """
-        now = time.time() if now is None else now
-        job.last_confirmed = now
-        new = report.status
-        fetches = self.lanes[job.backend].caps.fetches_output
-        if fetches and job.status == JobStatus.COMPLETING and new in _BACKEND_FINAL:
-            return False  # already known; the output fetch settles it
-        target = JobStatus.COMPLETING if fetches and new in _BACKEND_FINAL else new
-        if target == job.status:
-            job.info = report.info or job.info
-            return False
-        if not is_legal_transition(job.status, target):
-            self.count_rejection(
-                job.backend, job.job_id, "illegal_transition", f"{job.status} -> {new} ({report.info or 'no detail'})"
-            )
-            return False
-        if new in _BACKEND_FINAL:
-            job.outcome = new
-        if report.exit_code is not None:
-            job.exit_code = report.exit_code
-        job.info = report.info
-        self._move(job, target, source, op_id, now)
-        return True
-
-    def _move(self, job: Job, new: JobStatus, source: ChangeSource, op_id: int | None, now: float) -> None:
-        old = job.status
-        if old == JobStatus.RUNNING:
-            self.groups.setdefault(job.group, GroupRuntimes()).add(now - job.status_since)
-        job.status, job.status_since = new, now
-        lane = self.lanes[job.backend]
-        if new.is_active and not old.is_active:
-            lane.activate(job, time.monotonic() + self.interval_for(job, lane))
-        elif not new.is_active:
-            lane.deactivate(job.job_id)
-        if new == JobStatus.COMPLETING and lane.caps.fetches_output:
-            lane.queue_fetch(job.job_id)
-        if new.is_final and not old.is_final:
-            self._count_final()
-        elif old.is_final and not new.is_final:
-            # Resubmitted (Ganga allows failed -> submitting): final no more.
-            self._final -= 1
-            self._all_final.clear()
-        self.counters["transitions"] += 1
-        if self.store is not None:
-            self.store.mark_dirty(job)
-        self.publish(
-            JobChanged(
-                at=now,
-                job_id=job.job_id,
-                backend=job.backend,
-                old=old,
-                new=new,
-                source=source,
-                info=job.info,
-                exit_code=job.exit_code,
-                op_id=op_id,
-            )
-        )
-
-    def _count_final(self) -> None:
-        self._final += 1
-        if self._final >= len(self.jobs):
-            self._all_final.set()
-
-    async def output_collected(self, job: Job, files: tuple[str, ...], op_id: int | None) -> None:
-        """A completing job's output is in place: record it, then settle the job."""
-        if job.job_id not in self.outputs_collected:
-            self.outputs_collected[job.job_id] = files
-            self.counters["outputs_collected"] += 1
-            if self.store is not None:
-                await self.store.record_output(job.job_id, files)
-        if job.status == JobStatus.COMPLETING:
-            self._move(job, job.outcome or JobStatus.COMPLETED, "fetch", op_id, time.time())
-
-    def output_lost(self, job: Job, reason: str, op_id: int | None) -> None:
-        """A completing job's output will never come: it failed."""
-        self.counters["outputs_lost"] += 1
-        job.info = f"output unavailable: {reason}"
-        if job.status == JobStatus.COMPLETING:
-            self._move(job, JobStatus.FAILED, "fetch", op_id, time.time())
+        before = self.book.transitions
+        effects = self.book.apply(job, report, source, op_id, self.clock.wall_now() if now is None else now)
+        if effects:
+            self.lanes[job.backend].carry_out(effects)
+        return self.book.transitions != before
 
     # -- user requests -------------------------------------------------------------------------
 
@@ -432,6 +423,18 @@ class Scheduler:
         if not job.status.is_active:
             raise ValueError(f"job {job_id} is {job.status}; only submitted or running jobs are polled")
         self.lanes[job.backend].refresh_now(job_id)
+
+    def collect_now(self, job_id: str) -> None:
+        """Collect a finished job's outputs ahead of every queued fetch; also retries a failed collection.
+
+        Raises:
+            UnknownJob: no such job.
+            NotCollectable: the job has nothing to collect (not finished, or collected already).
+        """
+        if job_id not in self.jobs:
+            raise UnknownJob(job_id)
+        fetch = self.book.collect_request(job_id)
+        self.lanes[fetch.job.backend].carry_out((fetch,))
 
     def pause(self, backend: str) -> None:
         """Stop calling a backend until :meth:`resume`."""
@@ -455,13 +458,14 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """The present state of every job, queued operation and backend."""
-        now = time.monotonic()
+        now = self.clock.now()
+        to_wall = self.clock.to_wall
         records = []
         for job in self.jobs.values():
             due = self.lanes[job.backend].next_poll_at(job.job_id)
-            records.append(job_record(job, next_poll_at=None if due is None else self.wall(due)))
+            records.append(job_record(job, next_poll_at=None if due is None else to_wall(due)))
         return Snapshot(
-            at=time.time(),
+            at=to_wall(now),
             session=self.session,
             jobs=tuple(records),
             ops=tuple(op for lane in self.lanes.values() for op in lane.op_records()),
@@ -472,15 +476,15 @@ class Scheduler:
     @property
     def final_count(self) -> int:
         """Jobs in a final status."""
-        return self._final
+        return self.book.final_count
 
     def all_final(self) -> bool:
         """Whether every tracked job is final."""
-        return self._all_final.is_set()
+        return self.book.all_final.is_set()
 
     async def wait_all_final(self) -> None:
         """Wait until every tracked job is final."""
-        await self._all_final.wait()
+        await self.book.all_final.wait()
 
     def status_counts(self, jobs: Iterable[Job] | None = None) -> Mapping[JobStatus, int]:
         """How many jobs are in each status."""

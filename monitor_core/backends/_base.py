@@ -61,6 +61,9 @@ class Capabilities:
     max_calls_per_minute: float | None = None
     """The calls (status polls and output fetches) the service allows this client in any
     minute; the lane holds calls back to keep within it."""
+    fetch_outside_allowance: bool = False
+    """Outputs come from storage the service's allowance does not cover (e.g. presigned sandbox
+    URLs), so fetches do not count against ``max_calls_per_minute``."""
 
 
 @dataclass(frozen=True, slots=True)

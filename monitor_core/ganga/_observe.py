@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ from .._events import (
     UpdateRejected,
     job_record,
 )
+from .._health import LaneHealth
 from .._model import Job, OpKind, OpState
 from ._changes import StatusChange, ganga_status, job_from_change
 
@@ -39,11 +40,9 @@ __all__ = ["ObservedSession"]
 @dataclass(slots=True)
 class _BackendView:
     name: str
-    calls_total: int = 0
     in_flight: int = 0
-    last_latency: float | None = None
-    call_times: deque[float] = field(default_factory=deque)
-    outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=50))
+    health: LaneHealth = field(default_factory=LaneHealth)
+    """The same call counting, error rate and lag sampling as the scheduler's lanes."""
     started: dict[int, float] = field(default_factory=dict)
 
 
@@ -168,10 +167,9 @@ class ObservedSession:
     def call_started(self, op_id: int, backend: str, at: float) -> None:
         """Ganga's update call began."""
         view = self._backend(backend)
-        view.calls_total += 1
         view.in_flight += 1
         view.started[op_id] = at
-        view.call_times.append(at)
+        view.health.call_started(at)
         record = self._ops.get(op_id)
         if record is not None:
             self._ops[op_id] = OpRecord(
@@ -192,8 +190,7 @@ class ObservedSession:
         view = self._backend(backend)
         started = view.started.pop(op_id, at)
         view.in_flight = max(0, view.in_flight - 1)
-        view.last_latency = at - started
-        view.outcomes.append(error is None)
+        view.health.call_finished(at - started, error is None)
         self._ops.pop(op_id, None)
         if error is None:
             for job_id in job_ids:
@@ -229,9 +226,7 @@ class ObservedSession:
         interval = self._poll_rate(view.name)
         active = self._active(view.name)
         lag = max((now - (job.last_confirmed + interval) for job in active), default=0.0)
-        while view.call_times and view.call_times[0] < now - 60.0:
-            view.call_times.popleft()
-        outcomes = view.outcomes
+        health = view.health
         return BackendRecord(
             name=view.name,
             active_jobs=len(active),
@@ -242,17 +237,19 @@ class ObservedSession:
             lag=max(0.0, lag),
             poll_interval=interval,
             paused=not self._ganga_enabled(),
-            calls_per_minute=float(len(view.call_times)),
-            error_rate=(outcomes.count(False) / len(outcomes)) if outcomes else 0.0,
-            last_latency=view.last_latency,
-            calls_total=view.calls_total,
+            calls_per_minute=health.calls_per_minute(now),
+            error_rate=health.error_rate,
+            last_latency=health.last_latency,
+            calls_total=health.calls_total,
         )
 
     def sample(self) -> None:
         """Publish every backend's health, and a heartbeat."""
         now = time.time()
         for view in list(self._backends.values()):
-            self.bus.publish(LagSampled(at=now, backend=self.record(view, now)))
+            record = self.record(view, now)
+            view.health.lag_samples.append(record.lag)
+            self.bus.publish(LagSampled(at=now, backend=record))
         self._heartbeats += 1
         final = sum(1 for job in self.jobs.values() if job.status.is_final)
         active = sum(1 for job in self.jobs.values() if job.status.is_active)

@@ -23,6 +23,8 @@ class CallLog:
     fetches: list[str] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
+    polls_in_flight: int = 0
+    peak_polls_in_flight: int = 0
 
 
 class ScriptedBackend(Backend):
@@ -49,6 +51,12 @@ class ScriptedBackend(Backend):
         self.delay = delay
         self.mode = "ok"
         self.fetch_mode = "ok"
+        self.fetch_delay = 0.0
+        """Extra seconds every output fetch takes."""
+        self.hang_first_fetch: set[str] = set()
+        """Backend ids whose first fetch never answers (a tail to hedge)."""
+        self.push_on_submit: JobStatus | None = None
+        """Report this status for each new job by push, before ``submit`` returns its id."""
         self.calls_started = asyncio.Event()
         self._never = asyncio.Event()
 
@@ -58,6 +66,9 @@ class ScriptedBackend(Backend):
             backend_id = f"{self.name}-{len(self.jobs) + 1}"
             self.jobs[backend_id] = _Scripted(list(self.default_timeline))
             ids.append(backend_id)
+        if self.push_on_submit is not None:
+            for backend_id in ids:
+                self._report(StatusReport(backend_id, self.push_on_submit, "pushed"))
         return ids
 
     async def _enter(self, mode: str | None = None) -> None:
@@ -77,7 +88,12 @@ class ScriptedBackend(Backend):
 
     async def poll(self, backend_ids: Sequence[str]) -> PollResult:
         self.log.batches.append(tuple(backend_ids))
-        await self._enter()
+        self.log.polls_in_flight += 1
+        self.log.peak_polls_in_flight = max(self.log.peak_polls_in_flight, self.log.polls_in_flight)
+        try:
+            await self._enter()
+        finally:
+            self.log.polls_in_flight -= 1
         reports = []
         for backend_id in backend_ids:
             job = self.jobs[backend_id]
@@ -88,7 +104,13 @@ class ScriptedBackend(Backend):
 
     async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
         self.log.fetches.append(backend_id)
-        await self._enter(self.fetch_mode if self.fetch_mode != "ok" else None)
+        mode = self.fetch_mode if self.fetch_mode != "ok" else None
+        if backend_id in self.hang_first_fetch:
+            self.hang_first_fetch.discard(backend_id)
+            mode = "hang"
+        if self.fetch_delay:
+            await asyncio.sleep(self.fetch_delay)
+        await self._enter(mode)
         (destination / "stdout").write_text(f"output of {backend_id}\n")
         return FetchResult(("stdout",))
 
