@@ -6,6 +6,8 @@ import asyncio
 import logging
 import sys
 
+from monitor_core import StateDirectoryInUse
+
 from ._cli import build_parser, session_config
 
 
@@ -29,16 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.headless:
         from .headless import run_demo_headless
 
-        return asyncio.run(
-            run_demo_headless(
-                config,
-                json_lines=args.json,
-                until_done=args.until_done,
-                until=args.until,
-                fail_on=args.fail_on,
-                time_limit=args.timeout,
+        try:
+            return asyncio.run(
+                run_demo_headless(
+                    config,
+                    json_lines=args.json,
+                    until_done=args.until_done,
+                    until=args.until,
+                    fail_on=args.fail_on,
+                    time_limit=args.timeout,
+                )
             )
-        )
+        except StateDirectoryInUse as exc:
+            print(f"ganga-monitor-tui: {exc}", file=sys.stderr)
+            return 2
     from .app import run_app
 
     return run_app(config, notifications=args.notify, keep_session=args.keep_session)

@@ -62,6 +62,7 @@ __all__ = [
     "WarningKind",
 ]
 
+
 class JobStore:
     """Everything the TUI shows: the fold, and the views over it.
 

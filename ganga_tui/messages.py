@@ -10,6 +10,7 @@ from monitor_core import CommandAcked
 
 __all__ = ["CommandAnswered", "SourceEnded"]
 
+
 @dataclass
 class SourceEnded(Message):
     """The event source has no more events (the session ended or the stream closed)."""

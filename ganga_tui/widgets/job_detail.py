@@ -83,9 +83,7 @@ class JobDetail(VerticalScroll):
         if row.exit_code is not None:
             fields.add_row("exit code", str(row.exit_code))
         if row.collect_error:
-            fields.add_row(
-                "outputs", Text(f"not collected: {row.collect_error} (c to try again)", style="bold red")
-            )
+            fields.add_row("outputs", Text(f"not collected: {row.collect_error} (c to try again)", style="bold red"))
         if row.warnings:
             fields.add_row(
                 "warnings",

@@ -25,6 +25,7 @@ from .._commands import Command, execute_command
 from .._events import CommandAcked
 from .._lane import SchedulerConfig
 from .._session import KNOWN_BACKENDS, MonitorSession, SessionConfig
+from .._state_lock import StateDirectoryInUse
 from ..transports.mqtt import MqttBridge, MqttOptions, add_mqtt_arguments, mqtt_options_from_args
 from ..transports.recording import BusRecorder
 from ..transports.unix_socket import SocketServer, socket_path_for
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         return asyncio.run(run(args, mqtt))
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, FileExistsError, StateDirectoryInUse) as exc:
         print(f"ganga-monitor-sim: {exc}", file=sys.stderr)
         return 2
 

@@ -5,6 +5,7 @@ broker across machines, ``recording`` to a file; each has its viewer-side
 :class:`~monitor_core.EventSource`.
 """
 
+from .._fold import StateFold
 from ._backoff import Backoff
 from ._codec import (
     COMMAND_TYPES,
@@ -19,7 +20,6 @@ from ._codec import (
     encode_event,
     event_to_data,
 )
-from ._fold import StateFold
 from ._framing import FrameError, encode_frame, read_frame
 
 __all__ = [

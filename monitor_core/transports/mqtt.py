@@ -54,9 +54,9 @@ from .._events import (
     SessionEnded,
     Snapshot,
 )
+from .._fold import StateFold
 from ._backoff import Backoff
 from ._codec import WireError, command_id_of, decode_command, encode_event
-from ._fold import StateFold
 
 __all__ = [
     "DEFAULT_PREFIX",

@@ -34,10 +34,10 @@ from .._events import (
     SessionEnded,
     Snapshot,
 )
+from .._fold import StateFold
 from .._source import ConnectionChanged, EventSource
 from ._backoff import Backoff
 from ._codec import WireError, decode_event, encode_command
-from ._fold import StateFold
 from .mqtt import LAST_WILL_REASON, MqttOptions, Topics, topic_level
 
 __all__ = ["ALL_SESSIONS", "MqttSource"]
@@ -214,8 +214,8 @@ class MqttSource(EventSource):
 
     async def _collect_retained(self, client: aiomqtt.Client, sessions: _Sessions) -> None:
         marker = uuid.uuid4().hex.encode()
-        await client.subscribe(self._sync_topic, qos=0)
-        await client.subscribe(self._filter(), qos=0)
+        await client.subscribe(self._sync_topic, qos=1)
+        await client.subscribe(self._filter(), qos=1)
         await client.publish(self._sync_topic, marker, qos=0)
         try:
             async with asyncio.timeout(_SYNC_TIMEOUT):

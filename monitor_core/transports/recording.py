@@ -25,9 +25,9 @@ from typing import Final
 from .._bus import EventBus, SubscriptionClosed
 from .._commands import Command
 from .._events import CommandAcked, Event, SessionEnded, Snapshot
+from .._fold import StateFold
 from .._source import ConnectionChanged, EventSource, SourceFailed
 from ._codec import WireError, decode_event, encode_event
-from ._fold import StateFold
 
 __all__ = [
     "BusRecorder",
