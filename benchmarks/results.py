@@ -422,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller workloads, written under benchmarks/results/")
     parser.add_argument("--ours-only", action="store_true", help="skip the Ganga 8.7 and legacy models")
     parser.add_argument(
-        "--reuse", type=Path, metavar="JSON", help="with --ours-only: the other models' rows from an earlier run's figures"
+        "--reuse", type=Path, metavar="JSON", help="with --ours-only: other models' rows from an earlier run"
     )
     args = parser.parse_args(argv)
     # The Ganga 8.7 model's own loop is stopped with its finalisation tasks pending, by design.
