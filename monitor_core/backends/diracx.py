@@ -395,6 +395,13 @@ def pilot_tokens(env: dict[str, str]) -> TokenSource:
     )
 
 
+def admin_tokens(env: dict[str, str]) -> TokenSource:
+    """The legacy-exchange token source of the administrator (``JobAdministrator``)."""
+    return LegacyExchange(
+        env["DIRACX_LEGACY_SECRET"], env["DIRACX_ADMIN_USER"], env["DIRACX_VO"], env["DIRACX_ADMIN_GROUP"]
+    )
+
+
 def local_env_file() -> Path:
     """Where ``scripts/diracx-local`` writes its env file (``$DIRACX_LOCAL_DIR/env``)."""
     return Path(os.environ.get("DIRACX_LOCAL_DIR") or "/tmp/diracx-local") / "env"
