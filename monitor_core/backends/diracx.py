@@ -164,9 +164,11 @@ class DiracxBackend(Backend):
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
-    def from_login(cls, url: str, *, credentials: Path | None = None, **options: Any) -> DiracxBackend:
-        """Watch an installation with the tokens ``dirac login`` wrote."""
-        return cls(DiracxClient(url, CredentialsFile(credentials)), **options)
+    def from_login(
+        cls, url: str, *, credentials: Path | None = None, verify: bool | str = True, **options: Any
+    ) -> DiracxBackend:
+        """Watch an installation with the tokens ``dirac login`` wrote (``DIRACX_CREDENTIALS_PATH``)."""
+        return cls(DiracxClient(url, CredentialsFile(credentials), verify=verify), **options)
 
     @classmethod
     def from_env_file(cls, env_file: Path, **options: Any) -> DiracxBackend:

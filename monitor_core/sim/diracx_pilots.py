@@ -152,13 +152,14 @@ class PilotFleet:
         self.owner = DiracxClient(url, owner_tokens)
         self.agent = DiracxClient(url, agent_tokens)
         self._rng = random.Random(self.config.seed)
-        self._plan = plan or self._draw
+        self._plan = plan or self.draw
         self.running: dict[int, _Running] = {}
         self.counters = FleetCounters()
         self.paused = False
         self._task: asyncio.Task[None] | None = None
 
-    def _draw(self, job_id: int, name: str) -> JobPlan:
+    def draw(self, job_id: int, name: str) -> JobPlan:
+        """A plan drawn from the configured rates."""
         cfg, rng = self.config, self._rng
         run_time = rng.uniform(0.5, 1.5) * cfg.mean_run_time
         roll = rng.random()
