@@ -135,6 +135,7 @@ class DiracxBackend(Backend):
         full_every: a job is read in full again after this many delta confirmations.
         delta: ``False`` reads every job in full on every poll (for comparison).
         delta_share: seconds a delta stays good for polls that ask after it began.
+        page_size: rows per search page (DiracX allows up to 10,000).
     """
 
     def __init__(
@@ -147,9 +148,11 @@ class DiracxBackend(Backend):
         full_every: int = 6,
         delta: bool = True,
         delta_share: float = 1.0,
+        page_size: int = MAX_PER_PAGE,
     ) -> None:
-        if capabilities.max_batch > MAX_PER_PAGE:
+        if capabilities.max_batch > MAX_PER_PAGE or not 1 <= page_size <= MAX_PER_PAGE:
             raise ValueError(f"DiracX answers at most {MAX_PER_PAGE} jobs a call")
+        self.page_size = page_size
         super().__init__(name, capabilities)
         self.client = client
         self.cache = StatusCache(margin=margin, full_every=full_every if delta else 1)
@@ -308,7 +311,7 @@ class DiracxBackend(Backend):
                 "POST",
                 "/api/jobs/search",
                 kind=f"search-{kind}",
-                params={"page": page, "per_page": MAX_PER_PAGE},
+                params={"page": page, "per_page": self.page_size},
                 json_body=body,
                 ok=(200, 206, 416),
             )

@@ -65,7 +65,7 @@ class TokenSource(abc.ABC):
         """The tokens to start with."""
 
     async def renew(self, http: httpx.AsyncClient, tokens: Tokens) -> Tokens:
-        """New tokens from the refresh token (DiracX rotates it: the old one is then spent).
+        """New tokens from the refresh token (which DiracX may rotate, spending the old one).
 
         Raises:
             BackendError: the service refused or could not be reached.
@@ -110,9 +110,9 @@ def default_credentials_path() -> Path:
 class CredentialsFile(TokenSource):
     """The JSON file ``dirac login`` writes: ``access_token``, ``refresh_token``, ``expires_on``.
 
-    Renewed tokens are written back (under the same ``flock`` DiracX's client takes), since
-    the refresh token they replace is spent and the user's own ``dirac`` commands need the
-    new one.
+    Renewed tokens are written back (under the same ``flock`` DiracX's client takes): when
+    DiracX rotates the refresh token, the one in the file is spent and the user's own
+    ``dirac`` commands need the new one.
     """
 
     def __init__(self, path: Path | None = None) -> None:
