@@ -150,7 +150,8 @@ async def test_outputs_come_from_the_presigned_url_once(diracx_service: DiracxSe
     backend = diracx_service.backend()
     plans = {"out-0": JobPlan(0.5, "done"), "out-1": JobPlan(0.5, "failed"), "out-2": JobPlan(0.5, "stalled")}
     fleet = diracx_service.fleet(
-        PilotConfig(scan_interval=0.3, stall_after=0.5, stalled_fail_after=0.3), plan=lambda _, name: plans.get(name, JobPlan(0.5))
+        PilotConfig(scan_interval=0.3, stall_after=0.5, stalled_fail_after=0.3),
+        plan=lambda _, name: plans.get(name, JobPlan(0.5)),
     )
     try:
         ids = await backend.submit(specs("out", 3))
