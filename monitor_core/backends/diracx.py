@@ -62,7 +62,7 @@ MAX_PER_PAGE: Final = 10_000
 """DiracX's largest search page."""
 SUBMIT_CHUNK: Final = 20
 """Most JDLs DiracX takes in one submission from a normal user."""
-_SUBMIT_PARALLEL: Final = 4
+_SUBMIT_PARALLEL: Final = 2
 
 DEFAULT_CAPABILITIES: Final = Capabilities(
     max_batch=MAX_PER_PAGE,

@@ -212,7 +212,7 @@ class DiracxClient:
         url: str,
         tokens: TokenSource,
         *,
-        timeout: float = 30.0,
+        timeout: float = 60.0,
         verify: bool | str = True,
         connections: int = 16,
     ) -> None:

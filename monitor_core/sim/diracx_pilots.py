@@ -257,16 +257,19 @@ class PilotFleet:
             return
         now = time.monotonic()
         updates: dict[int, list[tuple[str, str, str]]] = {}
+        matched: dict[int, _Running] = {}
         for row in rows:
             job_id = int(row["JobID"])
             name = row.get("JobName") if isinstance(row.get("JobName"), str) else ""
-            self.running[job_id] = _Running(self._plan(job_id, str(name)), now, now)
+            matched[job_id] = _Running(self._plan(job_id, str(name)), now, now)
             updates[job_id] = [
                 ("Matched", "Assigned", "Matcher"),
                 ("Running", "Job Initialization", "JobWrapper"),
                 ("Running", "Application", "JobWrapper"),
             ]
+        # Only what the service took is running: after an outage the job is still Waiting.
         await self._set(updates)
+        self.running.update(matched)
 
     async def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -297,17 +300,20 @@ class PilotFleet:
         for job_id, run in list(self.running.items()):
             if run.plan.outcome == "stalled":
                 if run.stalled_at is None and now - run.last_heartbeat >= cfg.stall_after:
-                    run.stalled_at = now
                     stalling[job_id] = [("Stalled", "Job stalled: pilot not running", "StalledJobAgent")]
                 elif run.stalled_at is not None and now - run.stalled_at >= cfg.stalled_fail_after:
                     failing[job_id] = [("Failed", "Job stalled: pilot not running", "StalledJobAgent")]
-                    del self.running[job_id]
             elif now - run.started >= run.plan.run_time:
                 ending.append((job_id, run))
+        # Each step is forgotten only once the service took it, so an outage just delays it.
         if stalling:
             await self._set(stalling)
+            for job_id in stalling:
+                self.running[job_id].stalled_at = now
         if failing:
             await self._set(failing)
+            for job_id in failing:
+                self.running.pop(job_id, None)
         if not ending:
             return
         gate = asyncio.Semaphore(8)
@@ -331,8 +337,9 @@ class PilotFleet:
                 else ("Failed", "Application Finished With Errors")
             )
             endings[job_id] = [("Completing", "Uploading Output Sandbox", "JobWrapper"), (*final, "JobWrapper")]
-            self.running.pop(job_id, None)
         await self._set(endings)
+        for job_id in endings:
+            self.running.pop(job_id, None)
 
     async def _upload_output(self, job_id: int, run: _Running) -> None:
         ok = run.plan.outcome == "done"
