@@ -145,7 +145,7 @@ class DiracxBackend(Backend):
         name: str = "diracx",
         capabilities: Capabilities = DEFAULT_CAPABILITIES,
         margin: float = 5.0,
-        full_every: int = 6,
+        full_every: int = 10,
         delta: bool = True,
         delta_share: float = 1.0,
         page_size: int = MAX_PER_PAGE,

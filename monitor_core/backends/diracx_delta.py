@@ -119,7 +119,7 @@ class StatusCache:
         full_every: a job answered from deltas is read in full again after this many polls.
     """
 
-    def __init__(self, *, margin: float = 5.0, full_every: int = 6) -> None:
+    def __init__(self, *, margin: float = 5.0, full_every: int = 10) -> None:
         if margin < 0 or full_every < 1:
             raise ValueError("margin must be >= 0 and full_every >= 1")
         self.margin = margin
