@@ -1,7 +1,7 @@
 """The ``diracx`` backend: DIRAC jobs through DiracX's REST API, asyncio end to end.
 
 Polls are of two kinds (see :mod:`.diracx_delta`). A job the backend has not read yet, or
-has answered from deltas ``full_every`` times, is read in full: ``POST /api/jobs/search``
+has answered from deltas ``full_every - 1`` times, is read in full: ``POST /api/jobs/search``
 with ``JobID in [...]``, up to 10,000 ids a call, paged on 206 + ``Content-Range``. Every
 other job is confirmed by a *delta*: one search for whatever changed since the last delta
 began (``LastUpdateTime gt`` a horizon), shared by every poll that asks at about the same
@@ -132,7 +132,7 @@ class DiracxBackend(Backend):
         name: the backend's name on the bus.
         capabilities: limits (``max_batch`` at most 10,000, DiracX's page size).
         margin: seconds a delta's horizon is moved back for clock skew and in-flight updates.
-        full_every: a job is read in full again after this many delta confirmations.
+        full_every: one poll in this many reads a job in full again (the safety net).
         delta: ``False`` reads every job in full on every poll (for comparison).
         delta_share: seconds a delta stays good for polls that ask after it began.
         page_size: rows per search page (DiracX allows up to 10,000).

@@ -116,7 +116,7 @@ class StatusCache:
     Args:
         margin: seconds the horizon is moved back (clock-skew estimate error + in-flight
             updates). Larger misses less under a slow or skewed service; smaller sends less.
-        full_every: a job answered from deltas is read in full again after this many polls.
+        full_every: one poll in this many reads a job in full (1: every poll does).
     """
 
     def __init__(self, *, margin: float = 5.0, full_every: int = 10) -> None:
@@ -149,7 +149,7 @@ class StatusCache:
             if (
                 self.horizon is None
                 or job_id not in self.states
-                or self._polls_since_full.get(job_id, self.full_every) >= self.full_every
+                or self._polls_since_full.get(job_id, self.full_every) >= self.full_every - 1
             ):
                 full.append(job_id)
             else:

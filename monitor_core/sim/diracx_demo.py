@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -158,6 +159,7 @@ async def adopt_active_jobs(backend: DiracxBackend, *, limit: int = 10_000) -> l
                 group=str(row.get("JobGroup") or ""),
                 backend_id=str(job_id),
                 status=report.status if report.status != JobStatus.NEW else JobStatus.SUBMITTED,
+                status_since=time.time(),
                 info=report.info,
             )
         )
