@@ -233,9 +233,16 @@ class DiracxBackend(Backend):
         _, body = await self.client.json(
             "PATCH", "/api/jobs/status", kind="kill", json_body={backend_id: {now: update}}
         )
-        failed = body.get("failed") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise MalformedAnswer("kill: the answer is not a mapping")
+        failed, success = body.get("failed") or {}, body.get("success") or {}
         if failed:
             raise BackendError(f"kill {backend_id}: {failed.get(backend_id, failed)!r:.200}")
+        # DiracX takes an illegal move (killing a finished job) without complaint and changes
+        # nothing: only a success entry with the new status says the job was killed.
+        entry = success.get(backend_id)
+        if not isinstance(entry, dict) or entry.get("Status") != "Killed":
+            raise BackendError(f"kill {backend_id}: DiracX left the job as it was (already finished?)")
 
     async def poll(self, backend_ids: Sequence[str]) -> PollResult:
         asked_at = time.time()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from monitor_core import JobSpec
 from monitor_core.backends.diracx_delta import StatusCache, format_since
-from monitor_core.backends.diracx_states import DIRACX_TRANSITIONS, is_reachable
+from monitor_core.backends.diracx_states import DIRACX_STATUS_MAPPING, DIRACX_TRANSITIONS, is_reachable
 from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig
 
 from .conftest import DiracxService
@@ -108,6 +108,15 @@ def test_delta_reads_miss_nothing(
             truth = service.latest(job_id, looked)
             held = cache.states[job_id]
             assert (held.status, held.updated) == (truth.status, pytest.approx(truth.stamped, abs=1e-5)), job_id
+
+
+def test_every_status_is_mapped_and_dirac_forbids_going_back() -> None:
+    assert set(DIRACX_STATUS_MAPPING) == set(DIRACX_TRANSITIONS)
+    assert is_reachable("Running", "Received")  # rescheduled
+    assert is_reachable("Stalled", "Running")  # a stalled job may recover
+    assert is_reachable("Received", "Done")  # several steps between two polls
+    assert not is_reachable("Done", "Running")
+    assert not any(is_reachable(status, "Submitting") for status in DIRACX_TRANSITIONS if status != "Submitting")
 
 
 def test_the_horizon_is_floored_to_whole_seconds_and_one_more() -> None:

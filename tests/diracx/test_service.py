@@ -15,7 +15,7 @@ import pytest
 import zstandard
 
 from monitor_core import JobSpec, JobStatus
-from monitor_core.backends import MalformedAnswer, OutputUnavailable
+from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable
 from monitor_core.backends.diracx import DiracxBackend, unpack_sandbox, user_tokens
 from monitor_core.backends.diracx_http import DiracxClient
 from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig, make_sandbox
@@ -93,9 +93,12 @@ async def test_delta_confirms_unchanged_jobs_and_reads_only_what_changed(diracx_
         await backend.close()
 
 
-async def test_kill_and_unknown_jobs(backend: DiracxBackend) -> None:
-    (job_id,) = await backend.submit(specs("kill", 1))
+async def test_kill_and_unknown_jobs(diracx_service: DiracxService, backend: DiracxBackend) -> None:
+    job_id, done = await backend.submit(specs("kill", 2))
     await backend.kill(job_id)
+    await pilot_move(diracx_service, [done], "Checking", "Waiting", "Matched", "Running", "Completing", "Done")
+    with pytest.raises(BackendError, match="left the job as it was"):
+        await backend.kill(done)  # DiracX ignores an illegal move: the backend says so
     result = await backend.poll([job_id, "999999", "not-a-job"])
     assert [(r.backend_id, r.status) for r in result.reports] == [(job_id, JobStatus.KILLED)]
     assert sorted((r.backend_id, r.category) for r in result.rejections) == [
