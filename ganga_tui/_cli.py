@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="use a simulated DIRAC service already on this port",
     )
     demo.add_argument(
+        "--diracx-url",
+        default=None,
+        metavar="URL",
+        help="watch the unfinished jobs of a real DiracX installation with your `dirac login` tokens "
+        "(implies --backend diracx unless --backends names it)",
+    )
+    demo.add_argument(
         "--state-dir",
         type=Path,
         default=None,
@@ -211,7 +218,8 @@ def session_config(args: argparse.Namespace) -> SessionConfig:
     return SessionConfig(
         state_dir=args.state_dir or default_state_dir(),
         jobs=args.jobs,
-        backends=args.backends,
+        backends=args.backends if not args.diracx_url or "diracx" in args.backends else ("diracx",),
+        diracx_url=args.diracx_url,
         dirac_latency=args.latency,
         dirac_error_rate=args.error_rate,
         dirac_hang_rate=args.hang_rate,

@@ -42,7 +42,7 @@ __all__ = ["KNOWN_BACKENDS", "MonitorSession", "SessionConfig", "SessionSummary"
 
 log = logging.getLogger(__name__)
 
-KNOWN_BACKENDS = ("local", "dirac-sim", "dirac-sim-async", "slurm")
+KNOWN_BACKENDS = ("local", "dirac-sim", "dirac-sim-async", "slurm", "diracx")
 DiracClientKind = Literal["process", "thread"]
 
 
@@ -65,6 +65,9 @@ class SessionConfig:
     """Port of a simulated service that runs on its own (it outlives the session)."""
     dirac_client: DiracClientKind = "process"
     """How the blocking DIRAC client is isolated: subprocess workers or threads."""
+    diracx_url: str | None = None
+    """A real DiracX installation the ``diracx`` backend watches (its unfinished jobs, with the
+    ``dirac login`` tokens) instead of a local service with pilots running demo jobs."""
     mean_duration: float = 8.0
     local_mean_duration: float = 2.0
     failure_rate: float = 0.1
@@ -175,6 +178,9 @@ class MonitorSession:
         self.scheduler: Scheduler | None = None
         self.grid: DiracGrid | None = None
         """The simulated grid in the state directory, when a ``dirac-sim`` backend runs."""
+        self.diracx: Any = None
+        """The local DiracX demo (``monitor_core.sim.diracx_demo.DiracxDemo``), if one runs."""
+        self._diracx_backend: Backend | None = None
         self.resumed = False
         self.planned = 0
         self._started = 0.0
@@ -228,6 +234,8 @@ class MonitorSession:
             self._grid_keepalive = asyncio.create_task(self.grid.keep_alive(), name="monitor.grid-keepalive")
             # A grid started anew knows the earlier jobs only through its journal.
             grid_lost = self.resumed and not self.grid.knows_earlier_jobs
+        if "diracx" in config.backends:
+            await self._start_diracx()
         backends = self._make_backends(dirac_port or 0)
         self.scheduler = Scheduler(
             backends,
@@ -244,20 +252,33 @@ class MonitorSession:
             if len(restored) < self.planned:
                 await self._submit_unrecorded({job.name for job in restored})
         else:
+            # A real DiracX installation is watched, never given demo jobs.
+            workload_backends = tuple(b for b in config.backends if b != "diracx" or not config.diracx_url)
             workload = WorkloadConfig(
-                jobs=config.jobs,
-                backends=config.backends,
+                jobs=config.jobs if workload_backends else 0,
+                backends=workload_backends,
                 mean_duration=config.mean_duration,
                 local_mean_duration=config.local_mean_duration,
                 failure_rate=config.failure_rate,
                 seed=config.seed,
             )
             specs = generate_workload(workload)
+            if self.diracx is not None:
+                self.diracx.expect([s for s in specs if s.backend == "diracx"])
             self.planned = len(specs)
             await self.store.set_meta("planned", str(self.planned))
             # The workload itself, so that a resume can tell which jobs were never recorded.
             await self.store.set_meta("workload", json.dumps(asdict(workload)))
             await self.scheduler.submit(specs)
+        if config.diracx_url and self._diracx_backend is not None:
+            from .sim.diracx_demo import adopt_active_jobs
+
+            adopted = await adopt_active_jobs(self._diracx_backend)  # type: ignore[arg-type]
+            known = set(self.scheduler.jobs)
+            for job in adopted:
+                if job.job_id not in known:
+                    self.scheduler.track(job, source="restore")
+                    self.planned += 1
         self._all_tracked = True
 
     async def _submit_unrecorded(self, recorded: set[str]) -> None:
@@ -276,6 +297,27 @@ class MonitorSession:
             # workload is only complete if each planned job is submitted and recorded once.
             log.warning("submitting %d planned jobs the earlier session was killed before recording", len(missing))
             await self.scheduler.submit(missing)
+
+    async def _start_diracx(self) -> None:
+        """The ``diracx`` backend: a real installation, or a local service with its pilots.
+
+        Raises:
+            RuntimeError: the ``diracx`` extra is missing or the local service cannot start.
+        """
+        try:
+            from .sim import diracx_demo
+        except ImportError as exc:
+            raise RuntimeError(
+                f"the diracx backend needs the diracx extra (pip install 'ganga-monitor[diracx]'): {exc}"
+            ) from exc
+        config = self.config
+        if config.diracx_url:
+            self._diracx_backend = diracx_demo.watching_backend(config.diracx_url, poll_interval=config.poll_interval)
+            return
+        self.diracx = diracx_demo.DiracxDemo(
+            poll_interval=config.poll_interval, mean_run_time=config.mean_duration, seed=config.seed
+        )
+        self._diracx_backend = await self.diracx.start()
 
     def _make_backends(self, dirac_port: int) -> list[Backend]:
         config = self.config
@@ -299,6 +341,8 @@ class MonitorSession:
                     backends.append(DiracSimBackend.threaded(dirac_port, capabilities=caps))
             elif name == "dirac-sim-async":
                 backends.append(DiracSimBackend.asynchronous(dirac_port, capabilities=tuned(DIRAC_CAPABILITIES)))
+            elif name == "diracx" and self._diracx_backend is not None:
+                backends.append(self._diracx_backend)
             elif name == "slurm":
                 slurm = SlurmBackend(self.state_dir / "slurm", commands=SlurmCommands(slurm_conf=_slurm_conf()))
                 slurm.capabilities = tuned(slurm.capabilities)
@@ -327,6 +371,8 @@ class MonitorSession:
             await asyncio.gather(self._grid_keepalive, return_exceptions=True)
         if self.grid is not None:
             await self._leave_grid()
+        if self.diracx is not None:
+            await self.diracx.stop()
         if self.store is not None:
             await self.store.aclose()
         self._lock.release()

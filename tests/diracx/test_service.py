@@ -1,0 +1,206 @@
+"""The diracx backend's calls against a real DiracX 0.7 service: submit, status, kill, tokens, sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from monitor_core import JobSpec, JobStatus
+from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable
+from monitor_core.backends.diracx import DiracxBackend, unpack_sandbox, user_tokens
+from monitor_core.backends.diracx_http import DiracxClient
+from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig, make_sandbox
+
+from .conftest import DiracxService
+
+pytestmark = pytest.mark.diracx
+
+
+def specs(prefix: str, count: int) -> list[JobSpec]:
+    return [JobSpec(f"{prefix}-{i}", "diracx", group=prefix) for i in range(count)]
+
+
+async def pilot_move(service: DiracxService, job_ids: list[str], *statuses: str) -> None:
+    """Move jobs as a pilot would (several timed updates in one request)."""
+    env = service.env
+    from monitor_core.backends.diracx import pilot_tokens
+
+    client = DiracxClient(env["DIRACX_URL"], pilot_tokens(env))
+    try:
+        now = datetime.now(UTC).timestamp()
+        body = {
+            job_id: {
+                datetime.fromtimestamp(now + step * 1e-3, UTC).isoformat(): {
+                    "Status": status,
+                    "MinorStatus": f"test {status}",
+                    "Source": "JobWrapper",
+                }
+                for step, status in enumerate(statuses)
+            }
+            for job_id in job_ids
+        }
+        _, data = await client.json("PATCH", "/api/jobs/status", kind="test", json_body=body)
+        assert not data["failed"], data
+    finally:
+        await client.close()
+
+
+async def test_submits_in_chunks_of_twenty_and_pages_a_bulk_read(diracx_service: DiracxService) -> None:
+    backend = diracx_service.backend(page_size=10)
+    try:
+        ids = await backend.submit(specs("chunks", 45))
+        assert len(ids) == len(set(ids)) == 45
+        assert backend.client.stats.by_kind["submit"] == 3  # 20 + 20 + 5
+        result = await backend.poll(ids)
+        assert not result.rejections
+        assert [r.backend_id for r in result.reports] == ids
+        assert {r.status for r in result.reports} == {JobStatus.SUBMITTED}
+        assert all(r.info.startswith("Received") for r in result.reports)
+        assert backend.client.stats.by_kind["search-full"] == 5  # 206 + Content-Range, page by page
+    finally:
+        await backend.close()
+
+
+async def test_delta_confirms_unchanged_jobs_and_reads_only_what_changed(diracx_service: DiracxService) -> None:
+    backend = diracx_service.backend(full_every=100, margin=1.0)
+    try:
+        ids = await backend.submit(specs("delta", 60))
+        await asyncio.sleep(3.0)  # past the margin: the submission itself is then old news
+        await backend.poll(ids)
+        full_bytes = backend.client.stats.bytes_received
+        assert backend.counters.last_label == "60 read in full"
+        await pilot_move(diracx_service, ids[:3], "Checking", "Waiting", "Matched", "Running")
+        before = backend.client.stats.bytes_received
+        result = await backend.poll(ids)
+        assert not result.rejections
+        assert "60 confirmed by the delta" in backend.counters.last_label
+        by_id = {r.backend_id: r for r in result.reports}
+        assert len(by_id) == 60
+        assert {by_id[i].status for i in ids[:3]} == {JobStatus.RUNNING}
+        assert {by_id[i].status for i in ids[3:]} == {JobStatus.SUBMITTED}
+        # Only the changed jobs (and any others of the user changed in the margin) came back.
+        assert backend.client.stats.bytes_received - before < full_bytes / 2
+    finally:
+        await backend.close()
+
+
+async def test_kill_and_unknown_jobs(diracx_service: DiracxService, backend: DiracxBackend) -> None:
+    job_id, done = await backend.submit(specs("kill", 2))
+    await backend.kill(job_id)
+    await pilot_move(diracx_service, [done], "Checking", "Waiting", "Matched", "Running", "Completing", "Done")
+    with pytest.raises(BackendError, match="left the job as it was"):
+        await backend.kill(done)  # DiracX ignores an illegal move: the backend says so
+    result = await backend.poll([job_id, "999999", "not-a-job"])
+    assert [(r.backend_id, r.status) for r in result.reports] == [(job_id, JobStatus.KILLED)]
+    assert sorted((r.backend_id, r.category) for r in result.rejections) == [
+        ("999999", "unknown_job"),
+        ("not-a-job", "unknown_job"),
+    ]
+
+
+async def test_an_expired_token_is_refreshed_and_written_back(diracx_service: DiracxService, tmp_path: Path) -> None:
+    # The credentials file as `dirac login` writes it, with an access token that has expired.
+    source = user_tokens(diracx_service.env)
+    seed = DiracxClient(diracx_service.url, source)
+    try:
+        tokens = await source.load(seed._http)
+    finally:
+        await seed.close()
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+                "expires_on": int(time.time()) - 5,
+            }
+        )
+    )
+    backend = DiracxBackend.from_login(diracx_service.url, credentials=credentials)
+    try:
+        ids = await backend.submit(specs("expired", 2))
+        assert backend.client.stats.token_refreshes == 1
+        written = json.loads(credentials.read_text())
+        assert written["access_token"] != tokens.access_token
+        assert written["refresh_token"]  # kept for the user's own `dirac` commands (DiracX may rotate it)
+        assert written["expires_on"] > time.time() + 60
+        # A token the service refuses (401) although it claims to be good for long: renewed too.
+        credentials.write_text(
+            json.dumps({**written, "access_token": "not-a-token", "expires_on": int(time.time()) + 3600})
+        )
+        second = DiracxBackend.from_login(diracx_service.url, credentials=credentials)
+        try:
+            result = await second.poll(ids)
+            assert len(result.reports) == 2
+            assert second.client.stats.token_refreshes == 1
+            assert second.client.stats.by_kind["search-full"] == 2  # the 401, then the answer
+        finally:
+            await second.close()
+    finally:
+        await backend.close()
+
+
+async def test_outputs_come_from_the_presigned_url_once(diracx_service: DiracxService, tmp_path: Path) -> None:
+    backend = diracx_service.backend()
+    plans = {"out-0": JobPlan(0.5, "done"), "out-1": JobPlan(0.5, "failed"), "out-2": JobPlan(0.5, "stalled")}
+    fleet = diracx_service.fleet(
+        PilotConfig(scan_interval=0.3, stall_after=0.5, stalled_fail_after=0.3),
+        plan=lambda _, name: plans.get(name, JobPlan(0.5)),
+    )
+    try:
+        ids = await backend.submit(specs("out", 3))
+        async with fleet, asyncio.timeout(60):
+            while True:
+                result = await backend.poll(ids)
+                if all(r.status.is_final for r in result.reports):
+                    break
+                await asyncio.sleep(0.3)
+        assert [r.status for r in result.reports] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.FAILED]
+        assert result.reports[2].info == "Failed: Job stalled: pilot not running"
+        for job_id in ids[:2]:
+            (tmp_path / job_id).mkdir()
+            fetched = await backend.fetch_output(job_id, tmp_path / job_id)
+            assert fetched.files == ("std.err", "std.out")
+            assert (tmp_path / job_id / "std.out").read_text().startswith(f"job {job_id} ran for")
+        assert "exited with status 1" in (tmp_path / ids[1] / "std.err").read_text()
+        with pytest.raises(OutputUnavailable):
+            await backend.fetch_output(ids[2], tmp_path)  # a stalled job leaves no sandbox
+        assert backend.downloads == Counter({ids[0]: 1, ids[1]: 1})
+        # The downloads went to the storage, not the service: one listing and one URL per job.
+        assert backend.client.stats.by_kind["sandbox-url"] == 2
+    finally:
+        await fleet.close()
+        await backend.close()
+
+
+def test_sandboxes_unpack_from_bz2_and_zst_and_refuse_the_rest(tmp_path: Path) -> None:
+    bz2 = make_sandbox({"std.out": b"from bz2\n"})
+    assert unpack_sandbox(bz2, tmp_path) == ["std.out"]
+    assert (tmp_path / "std.out").read_text() == "from bz2\n"
+
+    def zst(files: dict[str, bytes]) -> bytes:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as archive:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return zstandard.ZstdCompressor().compress(raw.getvalue())
+
+    (tmp_path / "z").mkdir()
+    assert unpack_sandbox(zst({"result.txt": b"from zst\n"}), tmp_path / "z") == ["result.txt"]
+    assert (tmp_path / "z" / "result.txt").read_text() == "from zst\n"
+    with pytest.raises(MalformedAnswer, match="damaged sandbox"):
+        unpack_sandbox(zst({"../escape": b"no"}), tmp_path / "z")  # a member that climbs out is refused
+    assert not (tmp_path / "escape").exists()
+    with pytest.raises(MalformedAnswer, match="neither"):
+        unpack_sandbox(b"PK\x03\x04 a zip", tmp_path)
