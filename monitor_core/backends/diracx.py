@@ -27,7 +27,7 @@ import tarfile
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -65,25 +65,14 @@ SUBMIT_CHUNK: Final = 20
 _SUBMIT_PARALLEL: Final = 2
 
 
-def _fetches_outside_allowance(caps: Capabilities) -> Capabilities:
-    """Say that output fetches do not count against the service's allowance.
-
-    Sandboxes come from the storage, through presigned URLs. Said only where the contract
-    has the flag (``Capabilities.fetch_outside_allowance``).
-    """
-    if any(f.name == "fetch_outside_allowance" for f in fields(Capabilities)):
-        return replace(caps, **{"fetch_outside_allowance": True})
-    return caps
-
-
-DEFAULT_CAPABILITIES: Final = _fetches_outside_allowance(
-    Capabilities(
-        max_batch=MAX_PER_PAGE,
-        max_concurrency=2,
-        fetch_concurrency=8,
-        poll_interval=10.0,
-        call_timeout=30.0,
-    )
+DEFAULT_CAPABILITIES: Final = Capabilities(
+    max_batch=MAX_PER_PAGE,
+    max_concurrency=2,
+    fetch_concurrency=8,
+    poll_interval=10.0,
+    call_timeout=30.0,
+    # Sandboxes come from the storage through presigned URLs, not from the service's allowance.
+    fetch_outside_allowance=True,
 )
 _CONTENT_RANGE: Final = re.compile(r"jobs (\d+)-(\d+)/(\d+)")
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
