@@ -109,6 +109,8 @@ class OpView:
     finished_at: float | None = None
     latency: float | None = None
     error: str | None = None
+    detail: str = ""
+    """How the backend answered, when it says."""
     changed: int = 0
     version: int = 0
 

@@ -203,6 +203,8 @@ class OpFinished:
     retry_in: float | None = None
     changed: int = 0
     """How many jobs changed status because of this attempt."""
+    detail: str = ""
+    """How the backend answered, when it says (a DiracX poll: read in full or confirmed by a delta)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

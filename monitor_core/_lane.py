@@ -498,6 +498,7 @@ class Lane(OutputCollection):
         error: str | None = None,
         retry_in: float | None = None,
         changed: int = 0,
+        detail: str = "",
     ) -> float:
         now = self._clock.now()
         latency = now - (op.started_at or now)
@@ -530,6 +531,7 @@ class Lane(OutputCollection):
                 error=error,
                 retry_in=retry_in,
                 changed=changed,
+                detail=detail,
             )
         )
         if self.in_flight == 0 and self.fetches_in_flight == 0:
@@ -606,7 +608,7 @@ class Lane(OutputCollection):
             assert isinstance(result, PollResult)
             self.breaker.record_success()
             changed = await self._apply_poll(op, result)
-            latency = self._finish(op, "done", changed=changed)
+            latency = self._finish(op, "done", changed=changed, detail=result.detail)
             self.health.poll_latency.add(latency)
             self._return_to_heap(op)
             return

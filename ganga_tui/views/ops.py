@@ -87,6 +87,7 @@ class OpsView:
             return None
         view.latency = event.latency
         view.error = event.error
+        view.detail = event.detail
         view.changed = event.changed
         view.version += 1
         if event.retry_in is not None:

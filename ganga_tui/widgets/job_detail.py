@@ -120,8 +120,8 @@ class JobDetail(VerticalScroll):
             self.operations.update(Text("none yet", style="dim"))
             return
         table = Table(box=None, pad_edge=False, show_edge=False)
-        for column in ("op", "kind", "batch", "try", "state", "latency", "error"):
-            table.add_column(column, no_wrap=column != "error")
+        for column in ("op", "kind", "batch", "try", "state", "latency", "answer"):
+            table.add_column(column, no_wrap=column != "answer")
         for op_id in op_ids:
             view = self.store.op_log.get(op_id)
             if view is None:
@@ -134,6 +134,6 @@ class JobDetail(VerticalScroll):
                 str(view.attempt),
                 view.state.replace("_", "-"),
                 duration(view.latency) if view.latency is not None else "",
-                view.error or "",
+                view.error or view.detail,
             )
         self.operations.update(table)

@@ -91,6 +91,8 @@ class PollResult:
 
     reports: list[StatusReport] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    detail: str = ""
+    """How the backend answered (e.g. "40 read in full, 9,960 confirmed by the delta"), shown with the operation."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,7 +278,7 @@ class DiracxBackend(Backend):
             label = f"{label}, {delta_label}" if label else delta_label
         self.counters.last_label = label
         log.debug("%s: poll of %d jobs: %s", self.name, len(backend_ids), label)
-        return result
+        return PollResult(result.reports, result.rejections, detail=label)
 
     async def _refresh_by_delta(self, asked_at: float) -> tuple[bool, list[Rejection]]:
         """Bring the cache up to a delta that began no earlier than ``asked_at - delta_share``.
