@@ -16,7 +16,7 @@ ended before the condition held, 3 the timeout passed first, 4 a ``--fail-on`` c
 A stream that ends early never makes the runner go silent: sources take their subscription up
 again from a fresh snapshot (after an overflow, a reconnect), and the runner says so.
 
-JSON lines (``--json``): every line is ``{"v": 1, "type": <name>, "data": {...}}``. Bus events come
+JSON lines (``--json``): every line is ``{"v": 2, "type": <name>, "data": {...}}``. Bus events come
 first (a ``Snapshot``, then deltas; see ``monitor_core.transports``), with ``ConnectionChanged``
 lines where the source lost or regained its session; the last line has type ``Summary`` and its
 data holds the summary plus ``exit_code`` and ``reason``.

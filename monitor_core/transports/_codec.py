@@ -1,6 +1,6 @@
 """The wire schema: bus events and viewer commands as versioned, validated JSON.
 
-A message is ``{"v": 1, "type": "<class name>", "data": {...fields...}}``: an event
+A message is ``{"v": 2, "type": "<class name>", "data": {...fields...}}``: an event
 flows from a session to its viewers, a command from a viewer back to the session.
 Decoding checks the version, the type, the size and every field's type (strictly: a
 string is not a number), and raises :class:`WireError` with the reason; it never
@@ -50,7 +50,7 @@ __all__ = [
     "event_to_data",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 MAX_MESSAGE_BYTES: Final = 256 * 1024 * 1024
 """Largest message accepted; a snapshot of 100,000 jobs takes about 30 MB."""
 MAX_COMMAND_BYTES: Final = 64 * 1024

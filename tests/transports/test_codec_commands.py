@@ -41,20 +41,20 @@ def test_every_command_type_is_in_the_schema() -> None:
     [
         (b"\xff\xfe", "malformed", "not JSON"),
         (b'"just a string"', "malformed", "JSON object"),
-        (b'{"v": 2, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "a"}}', "version", "version 2"),
+        (b'{"v": 1, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "a"}}', "version", "version 1"),
         (b'{"type": "RefreshJob", "data": {"job_id": "1", "command_id": "a"}}', "version", "None"),
-        (b'{"v": 1, "type": "Shutdown", "data": {"command_id": "a"}}', "unknown_type", "'Shutdown'"),
-        (b'{"v": 1, "type": "Snapshot", "data": {"at": 1.0, "session": "s"}}', "unknown_type", "Snapshot"),
-        (b'{"v": 1, "type": "RefreshJob", "data": {"job_id": 42, "command_id": "a"}}', "invalid", "job_id"),
+        (b'{"v": 2, "type": "Shutdown", "data": {"command_id": "a"}}', "unknown_type", "'Shutdown'"),
+        (b'{"v": 2, "type": "Snapshot", "data": {"at": 1.0, "session": "s"}}', "unknown_type", "Snapshot"),
+        (b'{"v": 2, "type": "RefreshJob", "data": {"job_id": 42, "command_id": "a"}}', "invalid", "job_id"),
         (
-            b'{"v": 1, "type": "SetInterval", "data": {"backend": "x", "seconds": "2", "command_id": "a"}}',
+            b'{"v": 2, "type": "SetInterval", "data": {"backend": "x", "seconds": "2", "command_id": "a"}}',
             "invalid",
             "seconds",
         ),
-        (b'{"v": 1, "type": "RefreshJob", "data": {"command_id": "a"}}', "invalid", "job_id"),
-        (b'{"v": 1, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "a", "x": 1}}', "invalid", "x"),
-        (b'{"v": 1, "type": "RefreshJob", "data": {"job_id": "1", "command_id": ""}}', "invalid", "command_id"),
-        (b'{"v": 1, "type": "RefreshJob", "data": []}', "invalid", "data"),
+        (b'{"v": 2, "type": "RefreshJob", "data": {"command_id": "a"}}', "invalid", "job_id"),
+        (b'{"v": 2, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "a", "x": 1}}', "invalid", "x"),
+        (b'{"v": 2, "type": "RefreshJob", "data": {"job_id": "1", "command_id": ""}}', "invalid", "command_id"),
+        (b'{"v": 2, "type": "RefreshJob", "data": []}', "invalid", "data"),
     ],
 )
 def test_bad_commands_are_rejected_with_a_reason(message: bytes, kind: str, words: str) -> None:
@@ -65,7 +65,7 @@ def test_bad_commands_are_rejected_with_a_reason(message: bytes, kind: str, word
 
 
 def test_oversized_commands_are_rejected_before_parsing() -> None:
-    huge = json.dumps({"v": 1, "type": "RefreshJob", "data": {"job_id": "1" * MAX_COMMAND_BYTES, "command_id": "a"}})
+    huge = json.dumps({"v": 2, "type": "RefreshJob", "data": {"job_id": "1" * MAX_COMMAND_BYTES, "command_id": "a"}})
     with pytest.raises(WireError) as caught:
         decode_command(huge.encode())
     assert caught.value.kind == "oversized"

@@ -206,16 +206,16 @@ async def test_bad_messages_are_rejected_and_counted_on_both_sides(broker: Broke
     topics = Topics("ganga-monitor", "target")
     bad_commands = [
         b"\x00garbage",
-        b'{"v": 1, "type": "PauseBack',  # cut short
+        b'{"v": 2, "type": "PauseBack',  # cut short
         b'{"v": 7, "type": "PauseBackend", "data": {"backend": "local", "command_id": "v7"}}',
-        b'{"v": 1, "type": "FormatDisk", "data": {"command_id": "unknown"}}',
-        b'{"v": 1, "type": "SetInterval", "data": {"backend": "local", "seconds": [1], "command_id": "typed"}}',
-        b'{"v": 1, "type": "RefreshJob", "data": {"job_id": "' + b"9" * 70_000 + b'", "command_id": "huge"}}',
+        b'{"v": 2, "type": "FormatDisk", "data": {"command_id": "unknown"}}',
+        b'{"v": 2, "type": "SetInterval", "data": {"backend": "local", "seconds": [1], "command_id": "typed"}}',
+        b'{"v": 2, "type": "RefreshJob", "data": {"job_id": "' + b"9" * 70_000 + b'", "command_id": "huge"}}',
     ]
     bad_events = [
         b"{{{",
         b'{"v": 3, "type": "JobChanged", "data": {}}',
-        b'{"v": 1, "type": "JobAdded", "data": {"at": 1.0, "job": {"job_id": 5}}}',
+        b'{"v": 2, "type": "JobAdded", "data": {"at": 1.0, "job": {"job_id": 5}}}',
         b"x" * 300_000,
     ]
     acks: list[CommandAcked] = []

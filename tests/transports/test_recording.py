@@ -94,7 +94,7 @@ async def test_a_damaged_recording_replays_up_to_the_damage_and_says_where(run_d
     assert len(lines) > 20
 
     corrupt = run_dir / "corrupt.jsonl.gz"
-    _write_recording(corrupt, [*lines[:10], b'{"v": 1, "type": "JobChanged", "data": {"at": "noon"}}\n', *lines[11:]])
+    _write_recording(corrupt, [*lines[:10], b'{"v": 2, "type": "JobChanged", "data": {"at": "noon"}}\n', *lines[11:]])
     replay = ReplaySource(corrupt, speed=0)
     items = [item async for item in replay.events()]
     assert replay.damage is not None

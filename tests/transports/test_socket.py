@@ -161,14 +161,14 @@ async def test_bad_input_is_rejected_counted_and_logged_while_others_are_served(
         bad_messages = [
             b"\x00\xffnot json at all",
             b'{"v": 99, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "wrongver"}}',
-            b'{"v": 1, "type": "SetInterval", "data": {"backend": "local", "seconds": "fast", "command_id": "typed"}}',
-            b'{"v": 1, "type": "RmRf", "data": {"command_id": "unknown"}}',
-            b'{"v": 1, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "x", "shell": "rm"}}',
+            b'{"v": 2, "type": "SetInterval", "data": {"backend": "local", "seconds": "fast", "command_id": "typed"}}',
+            b'{"v": 2, "type": "RmRf", "data": {"command_id": "unknown"}}',
+            b'{"v": 2, "type": "RefreshJob", "data": {"job_id": "1", "command_id": "x", "shell": "rm"}}',
             b"[1, 2, 3]",
         ]
         for payload in bad_messages:
             writer.write(_frame(payload))
-        writer.write(_frame(b'{"v": 1, "type": "PauseBackend", "data": {"backend": "nope", "command_id": "valid"}}'))
+        writer.write(_frame(b'{"v": 2, "type": "PauseBackend", "data": {"backend": "nope", "command_id": "valid"}}'))
         await writer.drain()
         from monitor_core.transports import decode_event, read_frame
 
@@ -193,7 +193,7 @@ async def test_bad_input_is_rejected_counted_and_logged_while_others_are_served(
         writer.close()
         # A frame cut short by the peer hanging up.
         reader, writer = await asyncio.open_unix_connection(str(sock))
-        writer.write(struct.pack(">I", 100) + b'{"v": 1, "ty')
+        writer.write(struct.pack(">I", 100) + b'{"v": 2, "ty')
         writer.write_eof()
         await asyncio.wait_for(reader.read(), 10)
         writer.close()
@@ -225,8 +225,8 @@ async def test_viewer_rejects_and_counts_bad_frames_from_a_server(run_dir: Path)
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(_frame(b"garbage"))
         writer.write(_frame(b'{"v": 2, "type": "Snapshot", "data": {"at": 1.0, "session": "x"}}'))
-        writer.write(_frame(b'{"v": 1, "type": "Snapshot", "data": {"at": "yesterday", "session": "x"}}'))
-        writer.write(_frame(b'{"v": 1, "type": "Exploit", "data": {}}'))
+        writer.write(_frame(b'{"v": 2, "type": "Snapshot", "data": {"at": "yesterday", "session": "x"}}'))
+        writer.write(_frame(b'{"v": 2, "type": "Exploit", "data": {}}'))
         writer.write(encode_frame(encode_event(snapshot)))
         writer.write(struct.pack(">I", 50) + b"cut")
         await writer.drain()
