@@ -421,10 +421,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller workloads, written under benchmarks/results/")
     parser.add_argument("--ours-only", action="store_true", help="skip the Ganga 8.7 and legacy models")
+    parser.add_argument(
+        "--reuse", type=Path, metavar="JSON", help="with --ours-only: other models' rows from an earlier run"
+    )
     args = parser.parse_args(argv)
     # The Ganga 8.7 model's own loop is stopped with its finalisation tasks pending, by design.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     results = asyncio.run(main_async(args))
+    if args.reuse is not None:
+        earlier = [r for r in json.loads(args.reuse.read_text()) if r["model"] != "ours"]
+        for row in earlier:
+            row["model"] += " (earlier run)"
+        results += earlier
     out = ROOT / ("benchmarks/results" if args.quick else "screenshots")
     plot(results, out / "results-lag.png")
     data = ROOT / "benchmarks" / "results" / ("results-quick.json" if args.quick else "results-full.json")

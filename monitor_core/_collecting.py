@@ -273,7 +273,7 @@ class OutputCollection:
                 return
             assert error is not None
             self.breaker.record_failure(error)
-            self.fetch_limit.on_failure()
+            self.fetch_limit.on_failure(timed_out=outcome == "timeout")
             attempts = self._fetch_attempts[job_id] = self._fetch_attempts.get(job_id, 0) + 1
             if attempts >= self._settings.fetch_max_attempts or self._draining:
                 self._finish(op, outcome, error=error)

@@ -311,13 +311,19 @@ class Lane(OutputCollection):
         return record
 
     def _update_reserve(self) -> None:
-        """Keep for status polls the calls a minute they are expected to need, with a margin."""
+        """Keep for status calls what they are expected to need a minute, or used in the last one, with a margin.
+
+        The expectation counts one call per batch per base interval; the adaptive policy polls
+        fresh and nearly finished jobs faster, which the last minute's count catches.
+        """
         limit = self.allowance.per_minute
         if limit is None:
             return
         batches = math.ceil(len(self.active) / max(1, self.caps.max_batch))
-        expected = batches * 60.0 / max(self.base_interval, 1e-3) * self._settings.poll_reserve_margin
-        self.allowance.reserve = min(limit * _RESERVE_SHARE_CAP, max(float(self.caps.max_concurrency), expected))
+        expected = batches * 60.0 / max(self.base_interval, 1e-3)
+        used = self.allowance.status_used(self._clock.now())
+        reserve = max(float(self.caps.max_concurrency), self._settings.poll_reserve_margin * max(expected, used))
+        self.allowance.reserve = min(limit * _RESERVE_SHARE_CAP, reserve)
 
     def op_records(self) -> list[OpRecord]:
         """Queued and in-flight operations, oldest first."""

@@ -17,16 +17,16 @@ class AimdLimit:
     """Fetch concurrency that follows what the service sustains (additive increase, multiplicative decrease).
 
     The limit grows by one for each full window of answers whose latency stays within
-    ``tolerance`` times the best recent latency, and shrinks by ``backoff`` on an error or
-    timeout, or by ``latency_backoff`` when latency grows past the tolerance (the service is
-    queueing our calls). Modelled on Netflix's concurrency-limits ``AIMDLimit``.
+    ``tolerance`` times the best recent latency, and shrinks by ``backoff`` on a timeout, or
+    by ``latency_backoff`` when latency grows past the tolerance (the service is queueing our
+    calls). Modelled on Netflix's concurrency-limits ``AIMDLimit``.
 
     Args:
         initial: the limit to start from.
         minimum: never below this.
         maximum: never above this.
         tolerance: latency growth, relative to the best recent latency, taken as queueing.
-        backoff: factor applied on a failed call.
+        backoff: factor applied on a call that timed out.
         latency_backoff: factor applied on a call slower than the tolerance.
         min_growth: seconds of growth over the best latency below which a slower call is not queueing.
     """
@@ -38,7 +38,7 @@ class AimdLimit:
         minimum: int = 1,
         maximum: int = 64,
         tolerance: float = 2.5,
-        backoff: float = 0.7,
+        backoff: float = 0.8,
         latency_backoff: float = 0.9,
         min_growth: float = 0.05,
     ) -> None:
@@ -73,9 +73,16 @@ class AimdLimit:
             # Grow only when the limit was the constraint: an idle lane proves nothing.
             self._limit = min(self.maximum, self._limit + 1.0 / self._limit)
 
-    def on_failure(self) -> None:
-        """A call failed or timed out."""
-        self._limit = max(self.minimum, self._limit * self.backoff)
+    def on_failure(self, *, timed_out: bool) -> None:
+        """A call failed (the service answered with an error) or timed out.
+
+        Only a timeout says the service is overloaded; an error it answered quickly says
+        nothing about how many calls it can take (the circuit breaker deals with a service
+        that keeps failing), and cutting the limit on every random error would collapse it
+        under a steady error rate.
+        """
+        if timed_out:
+            self._limit = max(self.minimum, self._limit * self.backoff)
 
 
 class CallAllowance:
@@ -101,6 +108,11 @@ class CallAllowance:
         for times in (self._status, self._fetch):
             while times and times[0] <= horizon:
                 times.popleft()
+
+    def status_used(self, now: float) -> int:
+        """Status calls counted in the minute before ``now``."""
+        self._prune(now)
+        return len(self._status)
 
     def used(self, now: float) -> int:
         """Calls counted in the minute before ``now``."""

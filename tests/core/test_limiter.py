@@ -23,12 +23,14 @@ def test_aimd_grows_while_latency_holds_and_the_limit_binds() -> None:
     assert idle.limit == 2
 
 
-def test_aimd_backs_off_on_errors_and_on_latency_growth_within_bounds() -> None:
+def test_aimd_backs_off_on_timeouts_and_on_latency_growth_within_bounds() -> None:
     limit = AimdLimit(16, minimum=2, maximum=32)
-    limit.on_failure()
-    assert limit.limit == 11
+    limit.on_failure(timed_out=False)
+    assert limit.limit == 16, "an error the service answered says nothing of its load"
+    limit.on_failure(timed_out=True)
+    assert limit.limit == 12
     for _ in range(20):
-        limit.on_failure()
+        limit.on_failure(timed_out=True)
     assert limit.limit == 2
     queued = AimdLimit(16, maximum=32)
     queued.on_success(0.1, in_flight=16)
