@@ -21,6 +21,7 @@ class _Scripted:
 class CallLog:
     batches: list[tuple[str, ...]] = field(default_factory=list)
     fetches: list[str] = field(default_factory=list)
+    kills: list[str] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
     polls_in_flight: int = 0
@@ -101,6 +102,11 @@ class ScriptedBackend(Backend):
             job.polls += 1
             reports.append(StatusReport(backend_id, status, f"step {job.polls}"))
         return PollResult(reports=reports)
+
+    async def kill(self, backend_id: str) -> None:
+        self.log.kills.append(backend_id)
+        job = self.jobs[backend_id]
+        job.timeline, job.polls = [JobStatus.KILLED], 0
 
     async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
         self.log.fetches.append(backend_id)

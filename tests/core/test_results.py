@@ -262,3 +262,19 @@ async def test_a_full_disk_pauses_collection_flags_it_and_loses_nothing(tiny_dis
     assert all(job.status == JobStatus.COMPLETED for job in jobs)
     assert scheduler.counters["outputs_collected"] == 4
     assert all(job.collect_error is None for job in jobs)
+
+
+async def test_kill_counts_against_the_allowance_and_the_job_ends_killed(make_scheduler: MakeScheduler) -> None:
+    caps = Capabilities(max_batch=10, max_concurrency=1, poll_interval=0.05, max_calls_per_minute=1000)
+    backend = ScriptedBackend("grid", caps=caps, timeline=(JobStatus.RUNNING,))
+    async with make_scheduler([backend]) as scheduler:
+        (job,) = await scheduler.submit(specs(1, "grid"))
+        lane = scheduler.lanes["grid"]
+        await until(lambda: job.status == JobStatus.RUNNING, within=5)
+        used = lane.allowance.used(time.monotonic())
+        await scheduler.kill(job.job_id)
+        assert lane.allowance.used(time.monotonic()) >= used + 1
+        await until(lambda: job.status == JobStatus.KILLED, within=5)
+        with pytest.raises(ValueError, match="only submitted or running"):
+            await scheduler.kill(job.job_id)
+    assert backend.log.kills == [job.backend_id]
