@@ -224,7 +224,7 @@ async def test_viewer_rejects_and_counts_bad_frames_from_a_server(run_dir: Path)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(_frame(b"garbage"))
-        writer.write(_frame(b'{"v": 2, "type": "Snapshot", "data": {"at": 1.0, "session": "x"}}'))
+        writer.write(_frame(b'{"v": 3, "type": "Snapshot", "data": {"at": 1.0, "session": "x"}}'))
         writer.write(_frame(b'{"v": 2, "type": "Snapshot", "data": {"at": "yesterday", "session": "x"}}'))
         writer.write(_frame(b'{"v": 2, "type": "Exploit", "data": {}}'))
         writer.write(encode_frame(encode_event(snapshot)))
