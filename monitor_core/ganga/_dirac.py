@@ -315,6 +315,9 @@ class GangaDiracBackend(GangaBackend):
         self.settings = settings
         self._outcomes: dict[str, str] = {}
         """Ganga's outcome of each job DIRAC reported final, until it is finalised."""
+        self._finalising_lock = threading.Lock()
+        self._finalising: dict[str, concurrent.futures.Future[tuple[str, ...]]] = {}
+        """Each job's finalisation still running on a worker thread, even if the lane gave up on it."""
 
     async def start(self) -> None:
         await self._runner.start()
@@ -362,12 +365,51 @@ class GangaDiracBackend(GangaBackend):
         return PollResult(reports=result.reports + ended, rejections=result.rejections + refused)
 
     async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
+        # A finalisation the lane gave up on (timed out) goes on inside Ganga: wait for it
+        # rather than start a second one, so a job's output is downloaded once.
+        while (earlier := self._finalisation_of(backend_id)) is not None:
+            await asyncio.wait([asyncio.wrap_future(earlier)])
+        settled = await self.in_threads(_settled_master, [backend_id])
+        if settled is not None:
+            return FetchResult(files=settled)  # a split job's outputs are its subjobs'
         expected = self._outcomes.get(backend_id)
         if expected is None:
             expected = await self.in_threads(lambda ids: _outcome_from_ganga(ids[0], self.settings), [backend_id])
-        files = await self.in_threads(lambda ids: _finalise(ids[0], expected), [backend_id])
+        with self._finalising_lock:
+            future = self._executor.submit(_finalise, backend_id, expected)
+            self._finalising[backend_id] = future
+        future.add_done_callback(lambda done: self._finalised(backend_id, done))
+        files = await asyncio.wrap_future(future)
         self._outcomes.pop(backend_id, None)
         return FetchResult(files=files)
+
+    def _finalisation_of(self, job_id: str) -> concurrent.futures.Future[tuple[str, ...]] | None:
+        with self._finalising_lock:
+            return self._finalising.get(job_id)
+
+    def _finalised(self, job_id: str, future: concurrent.futures.Future[tuple[str, ...]]) -> None:
+        with self._finalising_lock:
+            if self._finalising.get(job_id) is future:
+                del self._finalising[job_id]
+
+
+def _settled_master(job_ids: Sequence[str]) -> tuple[str, ...] | None:
+    """Settle a split job from its subjobs (worker thread); ``None`` if it is not a split job.
+
+    Raises:
+        BackendError: its subjobs are still finishing.
+    """
+    try:
+        job = raw_job(job_ids[0])
+    except KeyError:
+        raise BackendError(f"job {job_ids[0]} is no longer in Ganga's registry") from None
+    if not len(job.subjobs):
+        return None
+    outcome = CallOutcome()
+    _settle([job], outcome)
+    if str(job.status) not in ("completed", "failed", "killed"):
+        raise BackendError(f"split job {job_ids[0]} is {job.status}: its subjobs are still finishing")
+    return ()
 
 
 def _outcome_from_ganga(job_id: str, settings: DiracSettings) -> str:

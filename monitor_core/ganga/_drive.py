@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .._bus import EventBus
 from .._lane import SchedulerConfig
+from .._model import JobStatus
 from .._outputs import OutputSink
 from .._scheduler import Scheduler
 from ..backends import slurm
@@ -100,6 +101,8 @@ class GangaDriver:
         self._consumer: asyncio.Task[None] | None = None
         self._exits: ExitWatcher | None = None
         self._exited_early: set[str] = set()
+        self._masters: set[str] = set()
+        """Split jobs (the groups of tracked subjobs)."""
         self.outputdirs: dict[str, str] = {}
         """Where Ganga put each finished job's output."""
 
@@ -263,7 +266,13 @@ class GangaDriver:
             scheduler.track(job, source="restore" if change.source == "restore" else "submit")
         elif change.source == "restore":
             return  # seen through the hook already; the hook's news is newer
-        if job.status != status:
+        if change.group:
+            self._masters.add(change.group)
+        if job.status == JobStatus.COMPLETING and status.is_final and change.job_id in self._masters:
+            # A split job whose lane finalises its subjobs one by one: Ganga settled it from them.
+            job.outcome = status
+            await scheduler.output_collected(job, (), change.op_id)
+        elif job.status != status:
             report = StatusReport(change.job_id, status, info=info_of(change), exit_code=change.exit_code)
             scheduler.apply_report(job, report, change.source, change.op_id)
         if change.job_id in self._exited_early and job.status.is_active:

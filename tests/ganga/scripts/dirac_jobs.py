@@ -1,8 +1,9 @@
 """Submit Dirac jobs from a Ganga session to the simulated grid, kill one, and report.
 
-Arguments: ``observe`` or ``drive``, the number of jobs, then options:
-``fault=hang`` or ``fault=error`` (the service hangs, or fails every call, for a while after
-the jobs are submitted), ``split`` (one split job instead of separate jobs).
+Arguments: ``observe`` or ``drive``, the number of separate jobs, then options:
+``split=N`` (also a split job of N subjobs), ``nokill`` (no job to kill),
+``fault=hang`` or ``fault=error`` (the service hangs, or fails every call, for
+``fault_for`` seconds once the jobs are submitted), ``timeout=S`` (drive mode's call timeout).
 
 ``GM_DIRAC_SERVICE`` is the service's ``host:port`` (to inject its faults);
 ``GM_POLL`` the poll interval of both modes.
@@ -36,77 +37,73 @@ def command(index):
     return f"sleep {0.2 + 0.1 * (index % 4):.1f}; echo job-{index}; exit {planned_exit_code(index)}"
 
 
+def outcome(index):
+    return "completed" if planned_exit_code(index) == 0 else "failed"
+
+
 started = time.time()
 jobs = []
 expected = {}
+for index in range(count):
+    job = Job(name=f"dirac-{index}", application=Executable(exe="/bin/sh", args=["-c", command(index)]), backend=Dirac())
+    job.submit()
+    jobs.append(job)
+    expected[str(job.id)] = outcome(index)
 if "split" in options:
+    subjobs = int(options["split"])
     master = Job(
         name="split",
         application=Executable(exe="/bin/sh"),
         backend=Dirac(),
-        splitter=ArgSplitter(args=[["-c", command(index)] for index in range(count)]),
+        splitter=ArgSplitter(args=[["-c", command(index)] for index in range(subjobs)]),
     )
     master.submit()
     jobs.append(master)
-    expected.update(
-        {f"{master.id}.{i}": "completed" if planned_exit_code(i) == 0 else "failed" for i in range(count)}
-    )
-else:
-    for index in range(count):
-        job = Job(name=f"dirac-{index}", application=Executable(exe="/bin/sh", args=["-c", command(index)]), backend=Dirac())
-        job.submit()
-        jobs.append(job)
-        expected[str(job.id)] = "completed" if planned_exit_code(index) == 0 else "failed"
+    expected.update({f"{master.id}.{index}": outcome(index) for index in range(subjobs)})
+doomed = None
+if "nokill" not in options:
     doomed = Job(name="doomed", application=Executable(exe="/bin/sh", args=["-c", "sleep 120"]), backend=Dirac())
     doomed.submit()
-    jobs.append(doomed)
     expected[str(doomed.id)] = "killed"
 submitted_at = time.time()
 
 fault = options.get("fault")
 if fault:
-    changes = {"hang_rate": 1.0, "hang_seconds": 600.0} if fault == "hang" else {"error_rate": 1.0}
-    service.call("configure", changes)
+    changes = {"hang_rate": 1.0, "hang_seconds": float(options.get("hang_seconds", "8"))}
+    service.call("configure", changes if fault == "hang" else {"error_rate": 1.0})
+    time.sleep(float(options.get("fault_for", "6")))
+    service.call("configure", {"hang_rate": 0.0, "error_rate": 0.0})
 
-if "split" not in options:
+doomed_was_running = None
+if doomed is not None:
     deadline = time.time() + 60
     while doomed.status != "running" and time.time() < deadline:
         time.sleep(0.1)
-    if fault:
-        time.sleep(6)
-        service.call("configure", {"hang_rate": 0.0, "error_rate": 0.0})
     doomed_was_running = doomed.status == "running"
     doomed.kill()
-else:
-    doomed_was_running = None
 
-all_final = wait_final(jobs[:-1] if "split" not in options else jobs, limit=150)
-if "split" in options:
-    all_final = all_final and all(sub.status in FINAL for sub in jobs[0].subjobs)
+all_final = wait_final(jobs, limit=float(options.get("limit", "150")))
+all_final = all_final and all(sub.status in FINAL for job in jobs for sub in job.subjobs)
 deadline = time.time() + 15
 while time.time() < deadline:
     bus = bus_view(monitor)
     if all(bus.get(job_id, {}).get("status") == status for job_id, status in expected.items()):
         break
     time.sleep(0.1)
-times = {}
-for job in jobs:
+dirac_ids = {}
+for job in [*jobs, *([doomed] if doomed is not None else [])]:
     for one in [job, *list(job.subjobs)]:
         if not len(one.subjobs):
-            times[one.fqid] = {
-                "dirac_id": one.backend.id,
-                "submitted": str(one.time.timestamps.get("submitted", "")),
-                "final": str(one.time.timestamps.get(one.status, "")),
-            }
+            dirac_ids[one.fqid] = one.backend.id
 write_result(
     {
         "all_final": all_final,
         "seconds": time.time() - started,
         "submit_seconds": submitted_at - started,
         "expected": expected,
-        "registry": registry_view(jobs),
+        "registry": registry_view([*jobs, *([doomed] if doomed is not None else [])]),
         "bus": bus_view(monitor),
-        "times": times,
+        "dirac_ids": dirac_ids,
         "doomed_was_running": doomed_was_running,
         "service": service.call("stats")["Value"],
     }
