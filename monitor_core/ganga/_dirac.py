@@ -146,7 +146,7 @@ def _record_dirac_status(
                     masters[id(job.master)] = job.master
             except Exception as exc:  # noqa: BLE001 - a Ganga object may raise anything; it is reported, not fatal
                 outcome.errors[job_id] = f"{type(exc).__name__}: {exc}"
-        _settle(masters.values(), outcome)
+        _settle([master for master in masters.values() if not _submitting(master)], outcome)
         for job in jobs:
             job_id = str(job.getFQID("."))
             if job_id not in outcome.errors:
@@ -174,13 +174,59 @@ def _record_one(job: Any, said: _Said | None, settings: DiracSettings, finals: d
     if major is not None and major in settings.finalised_statuses:
         if status != "running":
             job.updateStatus("running", update_master=False)
-        finals[job_id] = settings.finalised_statuses[major]
+        outcome = settings.finalised_statuses[major]
+        if outcome != "completed" and _submitting(job.master):
+            # Ganga takes a failed subjob for a failed submission while its master still
+            # submits; it is finalised on a poll after the submission.
+            return
+        finals[job_id] = outcome
         return
     ganga = settings.status_mapping.get(major or "", "failed")
     if minor == _UPLOADING:
         ganga = "running"
     if ganga != status:
         job.updateStatus(ganga, update_master=False)
+
+
+def _submitting(master: Any) -> bool:
+    """Whether a split job is still submitting its subjobs (``None``: not a subjob).
+
+    Ganga moves the master out of ``submitting`` between two blocks of subjobs, so its
+    subjobs tell: some are still ``new`` or ``submitting``.
+    """
+    if master is None:
+        return False
+    if str(master.status) == "submitting":
+        return True
+    return any(str(subjob.status) in ("new", "submitting") for subjob in master.subjobs)
+
+
+_in_finalisation = threading.local()
+_guarded = False
+
+
+def _guard_master_updates() -> None:
+    """Leave a split job alone while it submits, when one of its subjobs is finalised early.
+
+    Ganga's finalisation settles the master from its subjobs; in the middle of the master's
+    submission that would move it out of ``submitting`` (its later subjobs are still ``new``)
+    and break the submission. The master is settled by the lane's poll once it is submitted.
+    """
+    global _guarded
+    from GangaCore.GPIDev.Lib.Job.Job import Job
+
+    with _manager_lock:
+        if _guarded:
+            return
+        original = Job.updateMasterJobStatus
+
+        def update_master_job_status(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(_in_finalisation, "active", False) and _submitting(self):
+                return None
+            return original(self, *args, **kwargs)
+
+        Job.updateMasterJobStatus = update_master_job_status
+        _guarded = True
 
 
 _manager_lock = threading.Lock()
@@ -221,13 +267,16 @@ def _finalise(job_id: str, expected: str) -> tuple[str, ...]:
             job.updateStatus("submitted")
             job.updateStatus("running")
         _start_dirac_executor(job)
+        _guard_master_updates()
         job.been_queued = True
+        _in_finalisation.active = True
         try:
             _thread_loop().run_until_complete(DiracBase._internal_job_finalisation(job, expected))
         except Exception as exc:
             raise BackendError(f"Ganga's finalisation of job {job_id} raised {type(exc).__name__}: {exc}") from exc
         finally:
             job.been_queued = False
+            _in_finalisation.active = False
         if str(job.status) != expected:
             raise BackendError(f"Ganga's finalisation left job {job_id} {job.status}, not {expected}")
         return _listing(job)
@@ -406,7 +455,8 @@ def _settled_master(job_ids: Sequence[str]) -> tuple[str, ...] | None:
     if not len(job.subjobs):
         return None
     outcome = CallOutcome()
-    _settle([job], outcome)
+    if not _submitting(job):
+        _settle([job], outcome)
     if str(job.status) not in ("completed", "failed", "killed"):
         raise BackendError(f"split job {job_ids[0]} is {job.status}: its subjobs are still finishing")
     return ()

@@ -45,7 +45,8 @@ started = time.time()
 jobs = []
 expected = {}
 for index in range(count):
-    job = Job(name=f"dirac-{index}", application=Executable(exe="/bin/sh", args=["-c", command(index)]), backend=Dirac())
+    application = Executable(exe="/bin/sh", args=["-c", command(index)])
+    job = Job(name=f"dirac-{index}", application=application, backend=Dirac())
     job.submit()
     jobs.append(job)
     expected[str(job.id)] = outcome(index)
