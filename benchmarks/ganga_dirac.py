@@ -13,7 +13,15 @@ of all 25:
 
 It prints a table, writes ``benchmarks/reference/ganga-dirac.json`` and the plot
 ``screenshots/ganga-dirac.png``. Target: drive <= 1.1x one call. ``--quick`` runs this
-headline alone (the only part so far).
+headline alone.
+
+The full run then submits ``--jobs`` Dirac jobs (one split job, 1000 by default) that end
+over ``--spread`` seconds (300) and measures, from the grid's own record of when each job
+became Done (or Failed) to the time the job was final in Ganga's registry, the mean, p99 and
+max delay: Ganga's own loop and drive mode at the same poll interval (``--poll``, 10 s), and
+Ganga's loop at its default 50 s. The session's main thread meanwhile makes GPI calls
+(``len(jobs)``, ``jobs(i).status``) every 0.2 s; their p99 says whether the prompt stays
+responsive.
 """
 
 from __future__ import annotations
@@ -96,10 +104,46 @@ SESSION = textwrap.dedent(
 )
 
 
-def _run_session(root: Path, grid: DiracGridProcess) -> dict[str, Any]:
+ENDING = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from GangaCore.GPI import ArgSplitter, Dirac, Executable, Job, jobs
+    from monitor_core.ganga import start_monitor
+
+    mode, count, poll = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    monitor = start_monitor(drive=mode == "drive", serve=False, poll_intervals={"Dirac": poll})
+    master = Job(name="ending", application=Executable(exe="/bin/sh"), backend=Dirac(),
+                 splitter=ArgSplitter(args=[["-c", "sleep 1; echo done"] for _ in range(count)]))
+    master.submit()
+    # The prompt: GPI calls from the session's main thread while the jobs run and finish.
+    answers = []
+    deadline = time.time() + 3600
+    while time.time() < deadline:
+        start = time.perf_counter()
+        total = len(jobs)
+        status = jobs(master.id).status
+        answers.append(time.perf_counter() - start)
+        if status in ("completed", "failed"):
+            break
+        time.sleep(0.2)
+    final = {}
+    for record in monitor.snapshot().jobs:
+        if "." in record.job_id and record.status.value in ("completed", "failed"):
+            final[record.job_id] = record.status_since
+    dirac_ids = {sj.fqid: sj.backend.id for sj in master.subjobs}
+    statuses = {sj.fqid: sj.status for sj in master.subjobs}
+    with open(os.environ["GM_RESULT"], "w") as stream:
+        json.dump({"final": final, "dirac_ids": dirac_ids, "statuses": statuses, "gpi": answers}, stream)
+    """
+)
+
+
+def _run_session(
+    root: Path, grid: DiracGridProcess, session: str = "", args: tuple[str, ...] = (), poll: float = 3600
+) -> dict[str, Any]:
     environment = write_dirac_env(root / "dirac", grid.address)
-    script = root / "headline.py"
-    script.write_text(SESSION)
+    script = root / "session.py"
+    script.write_text(session or SESSION)
     config = root / "empty.ini"
     config.touch()
     (root / "home").mkdir(exist_ok=True)
@@ -120,17 +164,52 @@ def _run_session(root: Path, grid: DiracGridProcess) -> dict[str, Any]:
         f"--config={config}",
         f"-o[Configuration]gangadir={root / 'gangadir'}",
         "-o[PollThread]autostart=True",
-        "-o[PollThread]Dirac=3600",
+        f"-o[PollThread]Dirac={poll:g}",
         *environment.options,
         str(script),
-        str(JOBS),
-        str(REPEATS),
+        *(args or (str(JOBS), str(REPEATS))),
     ]
-    completed = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    completed = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=3600, check=False)
     if completed.returncode != 0 or not result.exists():
         raise SystemExit(f"the Ganga session failed (exit {completed.returncode}):\n{completed.stderr[-3000:]}")
     data: dict[str, Any] = json.loads(result.read_text())
     return data
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _ending_run(mode: str, jobs: int, spread: float, poll: float) -> dict[str, Any]:
+    """``jobs`` Dirac jobs ending over ``spread`` seconds: delay from Done at the service to final in Ganga."""
+    root = Path(tempfile.mkdtemp(prefix="gm-bench-dirac-", dir="/tmp"))
+    config = DiracSimConfig(latency_median=0.1, latency_sigma=0.25, latency_per_job=0.0004, output_latency=0.05)
+    grid_config = GridConfig(queue_min=5.0, queue_spread=spread, slots=64, completing_time=0.2)
+    try:
+        with DiracGridProcess(root / "grid", config, grid_config, log=root / "grid.log") as grid:
+            data = _run_session(root, grid, ENDING, (mode, str(jobs), str(poll)), poll=poll)
+            times = grid.job_times()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    delays = []
+    for job_id, dirac_id in data["dirac_ids"].items():
+        done = times.get(str(dirac_id), {}).get("final")
+        settled = data["final"].get(job_id)
+        if done is not None and settled is not None:
+            delays.append(settled - done)
+    gpi = [seconds * 1000 for seconds in data["gpi"]]
+    return {
+        "mode": mode,
+        "poll": poll,
+        "jobs": jobs,
+        "settled": len(delays),
+        "mean": statistics.fmean(delays) if delays else None,
+        "p99": _percentile(delays, 0.99) if delays else None,
+        "max": max(delays) if delays else None,
+        "gpi_p99_ms": _percentile(gpi, 0.99) if gpi else None,
+        "gpi_max_ms": max(gpi) if gpi else None,
+    }
 
 
 def _plot(rows: list[tuple[str, float]], path: Path) -> None:
@@ -160,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ganga_dirac")
     parser.add_argument("--quick", action="store_true", help="the 25-job headline alone")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs of the ending run")
+    parser.add_argument("--spread", type=float, default=300.0, help="seconds over which they end")
+    parser.add_argument("--poll", type=float, default=10.0, help="poll interval of both modes")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="gm-bench-dirac-", dir="/tmp"))
     started = time.time()
@@ -198,6 +280,23 @@ def main(argv: list[str] | None = None) -> int:
             indent=1,
         )
     )
+    ending: list[dict[str, Any]] = []
+    if not args.quick:
+        runs = [("observe", args.poll), ("drive", args.poll), ("observe", 50.0)]
+        for mode, poll in runs:
+            ending.append(_ending_run(mode, args.jobs, args.spread, poll))
+        print()
+        print(
+            f"{args.jobs} Dirac jobs ending over {args.spread:.0f} s: Done at the service -> final in Ganga's registry"
+        )
+        print(f"{'mode':8} {'poll s':>7} {'settled':>8} {'mean s':>8} {'p99 s':>8} {'max s':>8} {'GPI p99 ms':>11}")
+        for run in ending:
+            print(
+                f"{run['mode']:8} {run['poll']:7.0f} {run['settled']:8d} {run['mean'] or 0:8.1f} "
+                f"{run['p99'] or 0:8.1f} {run['max'] or 0:8.1f} {run['gpi_p99_ms'] or 0:11.1f}"
+            )
+        data["ending"] = ending
+        reference.write_text(json.dumps({**json.loads(reference.read_text()), "ending": ending}, indent=1))
     if not args.no_plot:
         _plot(rows, REPO / "screenshots" / "ganga-dirac.png")
     return 0

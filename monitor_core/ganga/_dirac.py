@@ -245,8 +245,11 @@ def _start_dirac_executor(job: Any) -> None:
             manager.start_dirac_process(environment)
 
 
-def _finalise(job_id: str, expected: str) -> tuple[str, ...]:
+def _finalise(job_id: str, expected: str, finalised: set[str]) -> tuple[str, ...]:
     """Ganga's own finalisation of a job DIRAC reported final (worker thread); the files it put in place.
+
+    ``finalised`` holds the jobs whose finalisation went through; a job Ganga already holds as
+    ``failed`` may have failed its output download, so like Ganga's own retry it goes again.
 
     Raises:
         BackendError: Ganga's finalisation did not bring the job to ``expected``.
@@ -260,7 +263,7 @@ def _finalise(job_id: str, expected: str) -> tuple[str, ...]:
         except KeyError:
             raise BackendError(f"job {job_id} is no longer in Ganga's registry") from None
         status = str(job.status)
-        if status == expected or status in ("completed", *_LEFT_ALONE):
+        if status in ("completed", *_LEFT_ALONE) or (status == expected and job_id in finalised):
             return _listing(job)  # done already: its output is not fetched twice
         if status != "running":
             # As Ganga's job_finalisation does before each attempt.
@@ -279,6 +282,7 @@ def _finalise(job_id: str, expected: str) -> tuple[str, ...]:
             _in_finalisation.active = False
         if str(job.status) != expected:
             raise BackendError(f"Ganga's finalisation left job {job_id} {job.status}, not {expected}")
+        finalised.add(job_id)
         return _listing(job)
     finally:
         current_call.reset(token)
@@ -364,6 +368,10 @@ class GangaDiracBackend(GangaBackend):
         self.settings = settings
         self._outcomes: dict[str, str] = {}
         """Ganga's outcome of each job DIRAC reported final, until it is finalised."""
+        self._finalised_jobs: set[str] = set()
+        """Jobs whose finalisation went through (their outputs are in Ganga's workspace)."""
+        self._dirac_ids: dict[str, int] = {}
+        """Each polled job's DIRAC id, as read from Ganga on an earlier poll."""
         self._finalising_lock = threading.Lock()
         self._finalising: dict[str, concurrent.futures.Future[tuple[str, ...]]] = {}
         """Each job's finalisation still running on a worker thread, even if the lane gave up on it."""
@@ -376,24 +384,35 @@ class GangaDiracBackend(GangaBackend):
         await super().close()
 
     async def poll(self, backend_ids: Sequence[str]) -> PollResult:
-        views = await self.in_threads(_views, backend_ids)
-        asked = {
-            view.dirac_id: job_id
-            for job_id, view in views.items()
-            if view.dirac_id is not None and not view.is_master and view.status in _MONITORED
-        }
-        said: dict[str, _Said] = {}
-        refused: list[Rejection] = []
-        if asked:
-            answer = await self._runner.call("status", list(asked))
-            said, refused = _parse(answer, asked)
+        known = {job_id: self._dirac_ids[job_id] for job_id in backend_ids if job_id in self._dirac_ids}
+        if len(known) == len(backend_ids):
+            # DIRAC ids known from an earlier poll: ask DIRAC while Ganga's registry is read.
+            asked = {dirac_id: job_id for job_id, dirac_id in known.items()}
+            answer, views = await asyncio.gather(self._ask(asked), self.in_threads(_views, backend_ids))
+        else:
+            views = await self.in_threads(_views, backend_ids)
+            asked = {
+                view.dirac_id: job_id
+                for job_id, view in views.items()
+                if view.dirac_id is not None and not view.is_master and view.status in _MONITORED
+            }
+            answer = await self._ask(asked)
+        said, refused = _parse(answer, asked)
+        stale: set[str] = set()
+        for job_id, seen in views.items():
+            if seen.dirac_id is not None and not seen.is_master and seen.status in _MONITORED:
+                if known.get(job_id, seen.dirac_id) != seen.dirac_id:
+                    stale.add(job_id)  # resubmitted meanwhile: DIRAC was asked about its old id
+                self._dirac_ids[job_id] = seen.dirac_id
+            else:
+                self._dirac_ids.pop(job_id, None)
         moved: list[str] = []
         confirmed: list[StatusChange] = []
         garbled = {rejection.backend_id for rejection in refused}
         for job_id in backend_ids:
             view = views.get(job_id)
-            if job_id in garbled:
-                continue  # refused above; asked again next time
+            if job_id in garbled or job_id in stale:
+                continue  # refused above, or asked about an old id: asked again next time
             if view is None or view.is_master or (view.status in _MONITORED and _moved(view, said.get(job_id), self)):
                 moved.append(job_id)
             else:
@@ -413,7 +432,11 @@ class GangaDiracBackend(GangaBackend):
             ended.append(StatusReport(job_id, status, info=said.get(job_id, ("",))[0] or ""))
         return PollResult(reports=result.reports + ended, rejections=result.rejections + refused)
 
+    async def _ask(self, asked: Mapping[int, str]) -> Any:
+        return await self._runner.call("status", list(asked)) if asked else []
+
     async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
+        self._dirac_ids.pop(backend_id, None)
         # A finalisation the lane gave up on (timed out) goes on inside Ganga: wait for it
         # rather than start a second one, so a job's output is downloaded once.
         while (earlier := self._finalisation_of(backend_id)) is not None:
@@ -425,7 +448,7 @@ class GangaDiracBackend(GangaBackend):
         if expected is None:
             expected = await self.in_threads(lambda ids: _outcome_from_ganga(ids[0], self.settings), [backend_id])
         with self._finalising_lock:
-            future = self._executor.submit(_finalise, backend_id, expected)
+            future = self._executor.submit(_finalise, backend_id, expected, self._finalised_jobs)
             self._finalising[backend_id] = future
         future.add_done_callback(lambda done: self._finalised(backend_id, done))
         files = await asyncio.wrap_future(future)

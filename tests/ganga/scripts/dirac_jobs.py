@@ -2,8 +2,8 @@
 
 Arguments: ``observe`` or ``drive``, the number of separate jobs, then options:
 ``split=N`` (also a split job of N subjobs), ``nokill`` (no job to kill),
-``fault=hang`` or ``fault=error`` (the service hangs, or fails every call, for
-``fault_for`` seconds once the jobs are submitted), ``timeout=S`` (drive mode's call timeout).
+``fault=hang,error`` (the service hangs, then fails every call, for ``fault_for``
+seconds each once the jobs are submitted), ``timeout=S`` (drive mode's call timeout).
 
 ``GM_DIRAC_SERVICE`` is the service's ``host:port`` (to inject its faults);
 ``GM_POLL`` the poll interval of both modes.
@@ -68,8 +68,7 @@ if "nokill" not in options:
     expected[str(doomed.id)] = "killed"
 submitted_at = time.time()
 
-fault = options.get("fault")
-if fault:
+for fault in filter(None, options.get("fault", "").split(",")):
     changes = {"hang_rate": 1.0, "hang_seconds": float(options.get("hang_seconds", "8"))}
     service.call("configure", changes if fault == "hang" else {"error_rate": 1.0})
     time.sleep(float(options.get("fault_for", "6")))
