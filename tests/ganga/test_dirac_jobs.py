@@ -10,11 +10,20 @@ finalisation runs as the lane's output fetch.
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
+import subprocess
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from monitor_core import JobChanged, JobStatus, LagSampled, OpFinished, OpKind, OpQueued
+from monitor_core.sim import DiracSimConfig
+from monitor_core.sim.dirac_env import write_dirac_env
+from monitor_core.sim.dirac_grid import DiracGridProcess
 
 from .conftest import DiracGrid, GangaRun, GangaSession
 from .helpers import fold, of_type
@@ -24,6 +33,90 @@ pytestmark = [pytest.mark.ganga, pytest.mark.slow]
 SEPARATE = 3
 SPLIT = 46
 """With the job that is killed, 50 Dirac jobs."""
+
+
+CLIENT = textwrap.dedent(
+    """
+    import json, os, time
+    from DIRAC.Core.Base.Script import parseCommandLine
+    parseCommandLine()
+    from DIRAC.Interfaces.API.Dirac import Dirac
+    from DIRAC.Interfaces.API.Job import Job
+
+    dirac = Dirac()
+    job = Job()
+    job.setName("stand-in")
+    job.setExecutable("run.sh", "hello", "Ganga_Executable.log")
+    job.setInputSandbox(["run.sh"])
+    job.setOutputSandbox(["result.txt"])
+    job.setCPUTime(100)
+    job._addParameter(job.workflow, "GangaVersion", "JDL", "8.7.12", "")
+    good = dirac.submitJob(job)["Value"]
+    slow = Job()
+    slow.setExecutable("sleep.sh")
+    slow.setInputSandbox(["sleep.sh"])
+    doomed = dirac.submitJob(slow)["Value"]
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        answer = dirac.getJobStatus([good, doomed])
+        if answer["Value"][good]["Status"] == "Done" and answer["Value"][doomed]["Status"] == "Running":
+            break
+        time.sleep(0.1)
+    killed = dirac.killJob(doomed)
+    print(json.dumps({
+        "status": {str(k): v for k, v in answer["Value"].items()},
+        "keys_are_ints": all(isinstance(k, int) for k in answer["Value"]),
+        "killed": killed,
+        "after_kill": dirac.getJobStatus(doomed)["Value"][doomed]["Status"],
+        "logging": dirac.getJobLoggingInfo(good)["Value"],
+        "parameters": dirac.getJobParameters(good)["Value"],
+        "sandbox": dirac.getOutputSandbox(good, os.getcwd() + "/out", True, True, True),
+        "unknown": dirac.getJobLoggingInfo(12345),
+    }))
+    """
+)
+
+
+def test_the_stand_in_dirac_client_runs_a_job_and_returns_its_files(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "run.sh").write_text("#!/bin/sh\necho $1 from the grid\necho 42 > result.txt\n")
+    (work / "sleep.sh").write_text("#!/bin/sh\nsleep 60\n")
+    with DiracGridProcess(tmp_path / "grid", DiracSimConfig(latency_median=0.01, latency_sigma=0.0)) as grid:
+        environment = write_dirac_env(tmp_path / "env", grid.address)
+        # As Ganga runs DIRAC code: `python -` in exactly the environment of the JSON file.
+        variables = json.loads(environment.env_json.read_text())
+        ran = subprocess.run(
+            ["python", "-"], input=CLIENT, env=variables, cwd=work, capture_output=True, text=True, timeout=60
+        )
+        assert ran.returncode == 0, ran.stderr
+        seen = json.loads(ran.stdout)
+        info = subprocess.run(
+            [str(environment.directory / "bin" / "dirac-proxy-info"), "-m", "--file", str(environment.proxy)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    assert seen["keys_are_ints"]
+    assert seen["killed"]["OK"]
+    assert seen["after_kill"] == "Killed"
+    statuses = [record[0] for record in seen["logging"]]
+    assert statuses[0] == "Received"
+    assert statuses[-1] == "Done"
+    assert "Running" in statuses
+    for record in seen["logging"]:
+        datetime.datetime.strptime(record[3], "%Y-%m-%d %H:%M:%S")  # as Ganga's getStateTime reads it
+    assert "NormCPUTime(s)" in seen["parameters"]
+    assert seen["sandbox"]["OK"], seen["sandbox"]
+    assert (work / "out" / "Ganga_Executable.log").read_text() == "hello from the grid\n"
+    assert (work / "out" / "result.txt").read_text() == "42\n"
+    assert not seen["unknown"]["OK"]
+    # What Ganga's DiracProxy reads from the proxy tool.
+    assert re.search(r"^DIRAC group\s*: ganga_user$", info, re.MULTILINE)
+    assert re.search(r"^timeleft\s*: \d\d:\d\d:\d\d$", info, re.MULTILINE)
+    lines = info.splitlines()
+    uploaded = lines[lines.index("== Proxies uploaded ==") + 2 :][0].split("|")[-1].strip()
+    datetime.datetime.strptime(uploaded, "%Y/%m/%d %H:%M")
 
 
 def _check_outcome(run: GangaRun, grid: DiracGrid) -> dict[str, Any]:
