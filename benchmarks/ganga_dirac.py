@@ -212,23 +212,37 @@ def _ending_run(mode: str, jobs: int, spread: float, poll: float) -> dict[str, A
     }
 
 
-def _plot(rows: list[tuple[str, float]], path: Path) -> None:
+def _plot(rows: list[tuple[str, float]], ending: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 3.2))
+    panels = 2 if ending else 1
+    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 3.4), squeeze=False)
+    axis = axes[0][0]
     names = [name for name, _ in rows]
     values = [value for _, value in rows]
     axis.barh(names, values, color=["#999999", "#cc6666", "#3377bb"][: len(rows)])
     axis.axvline(CALL, color="black", linestyle="--", linewidth=1, label=f"one DIRAC call ({CALL} s)")
     axis.set_xscale("log")
     axis.set_xlabel("seconds to refresh 25 Dirac jobs (median)")
-    axis.set_title("Ganga 8.7.12's Dirac backend on the simulated grid, 0.64 s per call")
+    axis.set_title("Refreshing 25 Dirac jobs, 0.64 s per DIRAC call")
     axis.legend(loc="lower right")
     for index, value in enumerate(values):
         axis.text(value, index, f" {value:.2f} s", va="center")
+    if ending:
+        axis = axes[0][1]
+        labels = [f"{run['mode']}\npoll {run['poll']:.0f} s" for run in ending]
+        x = range(len(ending))
+        width = 0.27
+        for offset, key, colour in ((-width, "mean", "#88aadd"), (0, "p99", "#3377bb"), (width, "max", "#223366")):
+            axis.bar([i + offset for i in x], [run[key] or 0 for run in ending], width, label=key, color=colour)
+        axis.set_xticks(list(x), labels)
+        axis.set_ylabel("seconds from Done at DIRAC to final in Ganga")
+        axis.set_title(f"{ending[0]['jobs']} Dirac jobs ending over minutes")
+        axis.legend()
+    figure.suptitle("Ganga 8.7.12's Dirac backend on the simulated grid (2 cores shared with other jobs)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         data["ending"] = ending
         reference.write_text(json.dumps({**json.loads(reference.read_text()), "ending": ending}, indent=1))
     if not args.no_plot:
-        _plot(rows, REPO / "screenshots" / "ganga-dirac.png")
+        _plot(rows, ending, REPO / "screenshots" / "ganga-dirac.png")
     return 0
 
 

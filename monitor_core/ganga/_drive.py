@@ -23,6 +23,7 @@ from .._bus import EventBus
 from .._lane import SchedulerConfig
 from .._model import JobStatus
 from .._outputs import OutputSink
+from .._policy import AdaptiveInterval
 from .._scheduler import Scheduler
 from ..backends import slurm
 from ..backends._base import Capabilities, StatusReport
@@ -63,8 +64,12 @@ class DriveConfig:
     finalise them as output fetches; ``False`` runs Ganga's own update on them instead."""
     dirac_max_batch: int = 500
     """Most jobs one DIRAC status call asks about."""
-    dirac_fetch_concurrency: int = 4
-    """Finalisations (output sandbox downloads) of Dirac jobs in flight at once."""
+    dirac_fetch_concurrency: int = 6
+    """Finalisations (output sandbox downloads) of Dirac jobs in flight at once (as many as
+    Ganga's DIRAC executor process runs calls at once)."""
+    policy: AdaptiveInterval = field(default_factory=lambda: AdaptiveInterval(slow=1.0))
+    """How often each job is confirmed. Ganga's jobs are asked about in bulk, so an idle job
+    costs little: none is confirmed less often than its backend's interval, as in Ganga's loop."""
 
 
 class GangaDriver:
@@ -93,7 +98,12 @@ class GangaDriver:
         self.config = config
         self._outputs_dir = Path(tempfile.mkdtemp(prefix="ganga-monitor-"))
         self.scheduler = Scheduler(
-            [], bus=bus, outputs=OutputSink(self._outputs_dir), config=config.scheduler, session=session
+            [],
+            bus=bus,
+            outputs=OutputSink(self._outputs_dir),
+            config=config.scheduler,
+            session=session,
+            policy=config.policy,
         )
         self._ganga_poll_rate = ganga_poll_rate
         self._max_resubmit_fraction = max_resubmit_fraction if config.auto_resubmit else None
