@@ -408,6 +408,10 @@ class Scheduler:
             self.lanes[job.backend].carry_out(effects)
         return self.book.transitions != before
 
+    async def output_collected(self, job: Job, files: tuple[str, ...], op_id: int | None) -> None:
+        """A job's outputs are in place by other means than a lane's fetch (e.g. Ganga settled a split job)."""
+        await self.book.output_collected(job, files, op_id)
+
     # -- user requests -------------------------------------------------------------------------
 
     def refresh_now(self, job_id: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -20,13 +21,16 @@ from pathlib import Path
 
 from .._bus import EventBus
 from .._lane import SchedulerConfig
+from .._model import JobStatus
 from .._outputs import OutputSink
+from .._policy import AdaptiveInterval
 from .._scheduler import Scheduler
 from ..backends import slurm
 from ..backends._base import Capabilities, StatusReport
 from ..backends.slurm import SlurmCommands
 from ._backend import GangaBackend, info_of
 from ._changes import StatusChange, ganga_status, job_from_change
+from ._dirac import GANGA_DIRAC, DiracClientRunner, DiracSettings, GangaDiracBackend, dirac_settings
 from ._exits import ExitWatcher
 from ._slurm import GANGA_SLURM, GangaSlurmBackend
 
@@ -55,6 +59,17 @@ class DriveConfig:
     """How Ganga's ``Slurm`` jobs are asked about in bulk; ``None`` polls them one status file at a time."""
     slurm_vanish_grace: float = 30.0
     """Seconds a job Slurm says has ended may wait for its exit code to appear before it is failed."""
+    dirac: bool = True
+    """Ask DIRAC about Ganga's ``Dirac`` jobs in bulk through its client in a subprocess, and
+    finalise them as output fetches; ``False`` runs Ganga's own update on them instead."""
+    dirac_max_batch: int = 500
+    """Most jobs one DIRAC status call asks about."""
+    dirac_fetch_concurrency: int = 6
+    """Finalisations (output sandbox downloads) of Dirac jobs in flight at once (as many as
+    Ganga's DIRAC executor process runs calls at once)."""
+    policy: AdaptiveInterval = field(default_factory=lambda: AdaptiveInterval(slow=1.0))
+    """How often each job is confirmed. Ganga's jobs are asked about in bulk, so an idle job
+    costs little: none is confirmed less often than its backend's interval, as in Ganga's loop."""
 
 
 class GangaDriver:
@@ -83,7 +98,12 @@ class GangaDriver:
         self.config = config
         self._outputs_dir = Path(tempfile.mkdtemp(prefix="ganga-monitor-"))
         self.scheduler = Scheduler(
-            [], bus=bus, outputs=OutputSink(self._outputs_dir), config=config.scheduler, session=session
+            [],
+            bus=bus,
+            outputs=OutputSink(self._outputs_dir),
+            config=config.scheduler,
+            session=session,
+            policy=config.policy,
         )
         self._ganga_poll_rate = ganga_poll_rate
         self._max_resubmit_fraction = max_resubmit_fraction if config.auto_resubmit else None
@@ -91,6 +111,8 @@ class GangaDriver:
         self._consumer: asyncio.Task[None] | None = None
         self._exits: ExitWatcher | None = None
         self._exited_early: set[str] = set()
+        self._masters: set[str] = set()
+        """Split jobs (the groups of tracked subjobs)."""
         self.outputdirs: dict[str, str] = {}
         """Where Ganga put each finished job's output."""
 
@@ -146,6 +168,29 @@ class GangaDriver:
         """How to ask Slurm about this backend's jobs in bulk, or ``None`` for Ganga's own per-job update."""
         return self.config.slurm if backend == GANGA_SLURM else None
 
+    def _bulk_dirac_settings(self, backend: str) -> DiracSettings | None:
+        """Ganga's DIRAC settings when this backend's jobs are asked about through DIRAC's client in bulk."""
+        if backend != GANGA_DIRAC or not self.config.dirac:
+            return None
+        settings = dirac_settings()
+        if settings is None or not settings.env_json:
+            log.warning("[DIRAC]DiracEnvJSON is not set: Ganga's own update monitors Dirac jobs one chunk at a time")
+            return None
+        return settings
+
+    def _dirac_capabilities(self) -> Capabilities:
+        config = self.config
+        return Capabilities(
+            max_batch=config.dirac_max_batch,
+            max_concurrency=config.max_concurrency,
+            fetch_concurrency=config.dirac_fetch_concurrency,
+            blocking=True,
+            isolated=True,
+            poll_interval=config.poll_intervals.get(GANGA_DIRAC, self._ganga_poll_rate(GANGA_DIRAC)),
+            call_timeout=config.call_timeout,
+            fetches_output=True,
+        )
+
     def _capabilities(self, backend: str) -> Capabilities:
         config = self.config
         bulk_slurm = self._bulk_slurm_commands(backend) is not None
@@ -172,21 +217,34 @@ class GangaDriver:
         if backend in self.scheduler.lanes:
             return
         loop = asyncio.get_running_loop()
-        executor = concurrent.futures.ThreadPoolExecutor(
-            # Spare threads, so one hung call does not take a slot for good.
-            max_workers=self.config.max_concurrency + 2,
-            thread_name_prefix=f"ganga-monitor[{backend}]",
-        )
 
         def late(changes: list[StatusChange]) -> None:
             if changes and not loop.is_closed():
                 loop.call_soon_threadsafe(self.post_many, changes)
 
-        capabilities = self._capabilities(backend)
         resubmit = self._max_resubmit_fraction
         lane_backend: GangaBackend
         slurm_commands = self._bulk_slurm_commands(backend)
-        if slurm_commands is not None:
+        dirac = self._bulk_dirac_settings(backend)
+        capabilities = self._capabilities(backend) if dirac is None else self._dirac_capabilities()
+        executor = concurrent.futures.ThreadPoolExecutor(
+            # Spare threads, so one hung call does not take a slot for good.
+            max_workers=capabilities.max_concurrency + capabilities.fetch_concurrency + 2,
+            thread_name_prefix=f"ganga-monitor[{backend}]",
+        )
+        if dirac is not None:
+            lane_backend = GangaDiracBackend(
+                backend,
+                capabilities,
+                executor=executor,
+                late_changes=late,
+                max_resubmit_fraction=resubmit,
+                runner=DiracClientRunner(
+                    dirac.env_json, _proxy_location(), size=capabilities.max_concurrency, name=backend
+                ),
+                settings=dirac,
+            )
+        elif slurm_commands is not None:
             lane_backend = GangaSlurmBackend(
                 backend,
                 capabilities,
@@ -218,7 +276,13 @@ class GangaDriver:
             scheduler.track(job, source="restore" if change.source == "restore" else "submit")
         elif change.source == "restore":
             return  # seen through the hook already; the hook's news is newer
-        if job.status != status:
+        if change.group:
+            self._masters.add(change.group)
+        if job.status == JobStatus.COMPLETING and status.is_final and change.job_id in self._masters:
+            # A split job whose lane finalises its subjobs one by one: Ganga settled it from them.
+            job.outcome = status
+            await scheduler.output_collected(job, (), change.op_id)
+        elif job.status != status:
             report = StatusReport(change.job_id, status, info=info_of(change), exit_code=change.exit_code)
             scheduler.apply_report(job, report, change.source, change.op_id)
         if change.job_id in self._exited_early and job.status.is_active:
@@ -243,3 +307,14 @@ class GangaDriver:
             else:
                 # Its "submitted" change is still on its way.
                 self._exited_early.add(target)
+
+
+def _proxy_location() -> str:
+    """Where Ganga's default DIRAC proxy is, for DIRAC's client in the lane's worker."""
+    try:
+        from GangaCore.GPIDev.Credentials import credential_store
+        from GangaDirac.Lib.Credentials.DiracProxy import DiracProxy
+
+        return str(credential_store[DiracProxy()].location)
+    except Exception:  # noqa: BLE001 - no proxy yet, or the plugin refuses: DIRAC's client looks for its own
+        return os.environ.get("X509_USER_PROXY", "")

@@ -13,12 +13,14 @@ import errno
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from .._events import ChangeSource
+from .._model import OpKind
 from ._changes import CallContext, StatusChange
 
 __all__ = ["GangaHooks", "HookListener", "current_call", "job_change"]
@@ -29,6 +31,15 @@ current_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVa
 """The monitoring call the running code is part of (ours in drive mode, Ganga's in observe mode)."""
 
 _FINAL = frozenset({"completed", "failed", "killed", "completed_frozen", "failed_frozen"})
+_DIRAC_BASE: Final = "GangaDirac.Lib.Backends.DiracBase"
+_DIRAC_MANAGER: Final = "GangaDirac.Lib.Server.DiracProcessManager"
+_DOWNLOADS: Final = frozenset({"finished_job", "getOutputSandbox"})
+"""Ganga's DIRAC commands that download a job's output sandbox."""
+
+_finalising: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "ganga_monitor_finalising", default=None
+)
+"""The job (id, backend) whose finalisation the running code is part of (observe mode)."""
 _SUBMISSION = frozenset({("new", "submitting"), ("submitting", "submitted"), ("submitting", "new")})
 
 
@@ -41,8 +52,11 @@ class HookListener(Protocol):
     def wrapper_started(self, job_id: str, pidfd: int | None) -> None:
         """A Local wrapper process started for a job (``pidfd`` is ``None`` if it already ended)."""
 
-    def ganga_call_queued(self, backend: str, job_ids: tuple[str, ...]) -> int:
-        """Ganga's monitoring planned an update call; returns the operation id to report it under."""
+    def ganga_call_queued(self, backend: str, job_ids: tuple[str, ...], kind: OpKind = OpKind.POLL) -> int:
+        """Ganga's monitoring planned an update call (or a finalisation, an output download: ``kind`` fetch_output).
+
+        Returns the operation id to report it under.
+        """
 
     def ganga_call_started(self, op_id: int, backend: str) -> None:
         """Ganga's update call began."""
@@ -105,6 +119,7 @@ class GangaHooks:
         self._hook_shutdown()
         if ganga_monitoring:
             self._hook_monitoring_service()
+            self._hook_dirac_finalisation()
         if local_exits:
             self._hook_local_wrapper()
 
@@ -253,6 +268,48 @@ class GangaHooks:
 
         self._restore.append(restore)
 
+    # -- Ganga's Dirac finalisations and output downloads (observe mode) -------------------------
+
+    def _hook_dirac_finalisation(self) -> None:
+        """Report each finalisation of a Dirac job, and each output sandbox download, as a fetch operation."""
+        base_module = sys.modules.get(_DIRAC_BASE)
+        manager_module = sys.modules.get(_DIRAC_MANAGER)
+        if base_module is None or manager_module is None:
+            return  # Ganga's Dirac plugin is not loaded in this session
+        dirac_base = base_module.DiracBase
+        manager = manager_module.AsyncDiracManager
+        original_finalisation = dirac_base.__dict__["job_finalisation"]
+        original_execute = manager.execute
+        finalise = original_finalisation.__func__
+        listener = self._listener
+
+        def job_finalisation(job: Any, updated_dirac_status: Any) -> Any:
+            # Called when Ganga plans the task; the coroutine runs when the task starts.
+            job_id, backend = str(job.getFQID(".")), _name_of(job.backend)
+            op_id = listener.ganga_call_queued(backend, (job_id,), OpKind.FETCH_OUTPUT)
+            return _reported(
+                finalise(job, updated_dirac_status), listener, op_id, backend, (job_id,), (job_id, backend)
+            )
+
+        async def execute(manager_self: Any, cmd: Any, *args: Any, **kwargs: Any) -> Any:
+            finalising = _finalising.get()
+            if getattr(cmd, "__name__", "") not in _DOWNLOADS or finalising is None:
+                return await original_execute(manager_self, cmd, *args, **kwargs)
+            job_id, backend = finalising
+            op_id = listener.ganga_call_queued(backend, (job_id,), OpKind.FETCH_OUTPUT)
+            return await _reported(
+                original_execute(manager_self, cmd, *args, **kwargs), listener, op_id, backend, (job_id,), None
+            )
+
+        dirac_base.job_finalisation = staticmethod(job_finalisation)
+        manager.execute = functools.wraps(original_execute)(execute)
+
+        def restore() -> None:
+            dirac_base.job_finalisation = original_finalisation
+            manager.execute = original_execute
+
+        self._restore.append(restore)
+
     # -- shutdown --------------------------------------------------------------------------------
 
     def _hook_shutdown(self) -> None:
@@ -282,6 +339,32 @@ def _with_op(change: StatusChange, op_id: int) -> StatusChange:
     from dataclasses import replace
 
     return replace(change, op_id=op_id)
+
+
+async def _reported(
+    work: Any,
+    listener: HookListener,
+    op_id: int,
+    backend: str,
+    job_ids: tuple[str, ...],
+    finalising: tuple[str, str] | None,
+) -> Any:
+    """Await one of Ganga's fetch-like steps, reporting its start, end and outcome under ``op_id``."""
+    context = CallContext(source="fetch", op_id=op_id)
+    token = current_call.set(context)
+    marker = _finalising.set(finalising) if finalising is not None else None
+    listener.ganga_call_started(op_id, backend)
+    error = None
+    try:
+        return await work
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        if marker is not None:
+            _finalising.reset(marker)
+        current_call.reset(token)
+        listener.ganga_call_finished(op_id, backend, job_ids, error, context.changed)
 
 
 def _timed(task: Any, listener: HookListener, op_id: int, backend: str, job_ids: tuple[str, ...]) -> Any:

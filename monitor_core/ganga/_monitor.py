@@ -265,11 +265,11 @@ class GangaMonitor:
         elif pidfd is not None:
             os.close(pidfd)
 
-    def ganga_call_queued(self, backend: str, job_ids: tuple[str, ...]) -> int:
-        """Ganga's loop planned an update call."""
-        op_id = Operation(OpKind.POLL, backend, job_ids).op_id
+    def ganga_call_queued(self, backend: str, job_ids: tuple[str, ...], kind: OpKind = OpKind.POLL) -> int:
+        """Ganga's loop planned an update call, a finalisation or an output download."""
+        op_id = Operation(kind, backend, job_ids).op_id
         if self._observed is not None:
-            self._post(self._observed.call_queued, op_id, backend, job_ids, time.time())
+            self._post(self._observed.call_queued, op_id, backend, job_ids, time.time(), kind)
         return op_id
 
     def ganga_call_started(self, op_id: int, backend: str) -> None:

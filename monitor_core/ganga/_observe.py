@@ -44,6 +44,9 @@ class _BackendView:
     health: LaneHealth = field(default_factory=LaneHealth)
     """The same call counting, error rate and lag sampling as the scheduler's lanes."""
     started: dict[int, float] = field(default_factory=dict)
+    fetches_in_flight: int = 0
+    awaiting_outputs: dict[str, float] = field(default_factory=dict)
+    """Jobs whose finalisation Ganga has started, since when (their outputs are not in the session yet)."""
 
 
 class ObservedSession:
@@ -124,6 +127,8 @@ class ObservedSession:
             self.masters.add(change.group)
         if change.outputdir:
             self.outputdirs[change.job_id] = change.outputdir
+        if status.is_final:
+            self._backend(change.backend).awaiting_outputs.pop(change.job_id, None)
         job = self.jobs.get(change.job_id)
         if job is None:
             job = job_from_change(change, status)
@@ -155,22 +160,32 @@ class ObservedSession:
 
     # -- Ganga's update calls --------------------------------------------------------------------
 
-    def call_queued(self, op_id: int, backend: str, job_ids: tuple[str, ...], at: float) -> None:
-        """Ganga planned an update call."""
+    def call_queued(
+        self, op_id: int, backend: str, job_ids: tuple[str, ...], at: float, kind: OpKind = OpKind.POLL
+    ) -> None:
+        """Ganga planned an update call (or a job's finalisation, or an output download: ``kind`` fetch_output)."""
         record = OpRecord(
-            op_id=op_id, kind=OpKind.POLL, backend=backend, job_ids=job_ids, state=OpState.QUEUED, enqueued_at=at
+            op_id=op_id, kind=kind, backend=backend, job_ids=job_ids, state=OpState.QUEUED, enqueued_at=at
         )
         self._ops[op_id] = record
-        self._backend(backend)
+        view = self._backend(backend)
+        if kind == OpKind.FETCH_OUTPUT:
+            for job_id in job_ids:
+                job = self.jobs.get(job_id)
+                if job is None or not job.status.is_final:
+                    view.awaiting_outputs.setdefault(job_id, at)
         self.bus.publish(OpQueued(at=at, op=record))
 
     def call_started(self, op_id: int, backend: str, at: float) -> None:
         """Ganga's update call began."""
         view = self._backend(backend)
-        view.in_flight += 1
-        view.started[op_id] = at
-        view.health.call_started(at)
         record = self._ops.get(op_id)
+        view.health.call_started(at)
+        if record is not None and record.kind == OpKind.FETCH_OUTPUT:
+            view.fetches_in_flight += 1
+        else:
+            view.in_flight += 1
+        view.started[op_id] = at
         if record is not None:
             self._ops[op_id] = OpRecord(
                 op_id=op_id,
@@ -189,22 +204,28 @@ class ObservedSession:
         """Ganga's update call ended: its jobs' statuses are confirmed unless it raised."""
         view = self._backend(backend)
         started = view.started.pop(op_id, at)
-        view.in_flight = max(0, view.in_flight - 1)
-        view.health.call_finished(at - started, error is None)
-        self._ops.pop(op_id, None)
-        if error is None:
+        record = self._ops.pop(op_id, None)
+        kind = OpKind.POLL if record is None else record.kind
+        if kind == OpKind.FETCH_OUTPUT:
+            view.fetches_in_flight = max(0, view.fetches_in_flight - 1)
+            view.health.fetch_latency.add(at - started)
+            view.health.outcomes.append(error is None)
+        else:
+            view.in_flight = max(0, view.in_flight - 1)
+            view.health.call_finished(at - started, error is None)
+        if error is not None:
+            self.counters["ganga_call_errors"] += 1
+        elif kind == OpKind.POLL:
             for job_id in job_ids:
                 job = self.jobs.get(job_id)
                 if job is not None:
                     job.last_confirmed = at
-        else:
-            self.counters["ganga_call_errors"] += 1
         self.bus.publish(
             OpFinished(
                 at=at,
                 op_id=op_id,
                 backend=backend,
-                kind=OpKind.POLL,
+                kind=kind,
                 outcome="done" if error is None else "error",
                 latency=at - started,
                 error=error,
@@ -232,6 +253,13 @@ class ObservedSession:
             active_jobs=len(active),
             queued_ops=sum(1 for op in self._ops.values() if op.backend == view.name and op.state == OpState.QUEUED),
             in_flight=view.in_flight,
+            fetches_in_flight=view.fetches_in_flight,
+            fetches_queued=sum(
+                1
+                for op in self._ops.values()
+                if op.backend == view.name and op.state == OpState.QUEUED and op.kind == OpKind.FETCH_OUTPUT
+            ),
+            results_lag=max((now - since for since in view.awaiting_outputs.values()), default=0.0),
             concurrency_limit=self._concurrency,
             max_batch=max(1, len(active)),
             lag=max(0.0, lag),

@@ -222,6 +222,11 @@ def _server_figures(server: SocketServer) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ganga-monitor-sim``."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["dirac-env"]:
+        from .dirac_env import main as dirac_env_main
+
+        return dirac_env_main(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 
 from monitor_core import Event
+from monitor_core.sim import DiracSimConfig
+from monitor_core.sim.dirac_env import DiracEnvironment, write_dirac_env
+from monitor_core.sim.dirac_grid import DiracGridProcess
 from monitor_core.transports import decode_event
 
 GANGA_VERSION = "8.7.12"
@@ -29,19 +32,27 @@ SCRIPTS = Path(__file__).parent / "scripts"
 REPO = Path(__file__).resolve().parents[2]
 
 
+DIRAC_EXTRA = ("UltraDict", "six")
+"""What Ganga's Dirac plugin needs beyond Ganga itself (Ganga's own `dirac` extra, and six)."""
+
+
 def _ganga_ready() -> bool:
     try:
-        return importlib.metadata.version("ganga") == GANGA_VERSION and shutil.which("ganga") is not None
+        if importlib.metadata.version("ganga") != GANGA_VERSION or shutil.which("ganga") is None:
+            return False
+        for name in DIRAC_EXTRA:
+            importlib.metadata.version(name)
+        return True
     except importlib.metadata.PackageNotFoundError:
         return False
 
 
 @pytest.fixture(scope="session")
 def ganga_installed() -> str:
-    """The ``ganga`` launcher, installing ``ganga==8.7.12`` (the package's `ganga` extra) when missing."""
+    """The ``ganga`` launcher, installing the `ganga` extra (``ganga[dirac]==8.7.12``, ``six``) when missing."""
     if not _ganga_ready():
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "install", f"ganga=={GANGA_VERSION}"],
+            [sys.executable, "-m", "pip", "install", f"ganga[dirac]=={GANGA_VERSION}", *DIRAC_EXTRA],
             capture_output=True,
             text=True,
             timeout=900,
@@ -196,3 +207,40 @@ def ganga_session(ganga_installed: str) -> Iterator[GangaSession]:
                 viewer.kill()
                 viewer.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class DiracGrid:
+    """The simulated DIRAC grid and a DIRAC environment for Ganga pointing at it."""
+
+    process: DiracGridProcess
+    environment: DiracEnvironment
+
+    def options(self, poll: float = 1.0) -> list[str]:
+        """Ganga options using the grid, with Ganga's own Dirac poll rate."""
+        return [*self.environment.options, f"-o[PollThread]Dirac={poll:g}"]
+
+    def env(self) -> dict[str, str]:
+        """Environment variables for the Ganga session (its proxy, the service's address)."""
+        return {**self.environment.environment, "GM_DIRAC_SERVICE": self.process.address}
+
+
+@pytest.fixture
+def dirac_grid(ganga_session: GangaSession) -> Iterator[DiracGrid]:
+    """A simulated DIRAC grid running real jobs, started for the test and stopped after."""
+    process = DiracGridProcess(
+        ganga_session.root / "grid",
+        DiracSimConfig(latency_median=0.1, latency_sigma=0.1, output_latency=0.05),
+        log=ganga_session.root / "grid.log",
+    )
+    try:
+        address = process.start()
+    except (RuntimeError, OSError) as exc:
+        reason = f"the simulated DIRAC grid did not start: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield DiracGrid(process, write_dirac_env(ganga_session.root / "dirac", address))
+    finally:
+        process.stop()

@@ -1,0 +1,1 @@
+"""DIRAC's client API."""
