@@ -29,7 +29,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     parser.add_argument("--workloads", default="", help="comma-separated workload names to run (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="directory for the JSON file")
-    parser.add_argument("--screenshots", type=Path, default=ROOT / "screenshots", help="directory for the plots")
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="directory for the plots (default: screenshots/ for a full run, benchmarks/results/ otherwise)",
+    )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
         "--from-json",
@@ -75,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = asyncio.run(run_all(args))
     rows = report.targets(results)
-    print(report.table(results))
+    for group, title in report.GROUPS:
+        text = report.table(results, group)
+        if text.count("\n") > 1:
+            print(f"\n{title}\n")
+            print(text)
     if any(r.get("fault") for r in results):
         print()
         print(report.fault_table(results))
@@ -102,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\nresults: {path}")
     if not args.no_plots:
-        for plot in report.plots(results, args.screenshots):
+        plots_dir = args.screenshots or (ROOT / "screenshots" if mode == "full" else args.out)
+        for plot in report.plots(results, plots_dir):
             print(f"plot: {plot}")
     print(f"elapsed: {time.monotonic() - started:.0f} s")
     return 0
