@@ -315,7 +315,8 @@ class GangaAsyncModel:
     # -- Localhost (coroutine) and Batch (plain function) -------------------------------------
 
     def _status_path(self, lane: int, job: GangaJob) -> Path:
-        return job_dir(self.status_dir, self.lanes[lane].lane.name, int(job.backend_id)) / STATUS_FILE
+        submitted = self.lanes[lane]
+        return job_dir(self.status_dir, submitted.lane.name, int(job.backend_id) - submitted.first_id) / STATUS_FILE
 
     async def _local_update(self, lane: int, jobs: list[GangaJob]) -> None:
         name = self.lanes[lane].lane.name

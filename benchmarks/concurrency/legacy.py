@@ -224,7 +224,7 @@ class LegacyModel:
             self._dirac_bunch(lane, bunch)
             return
         for job in bunch:
-            path = job_dir(self.status_dir, spec.name, int(job.backend_id)) / STATUS_FILE
+            path = job_dir(self.status_dir, spec.name, int(job.backend_id) - self.lanes[lane].first_id) / STATUS_FILE
             try:
                 text = path.read_text()
             except OSError:

@@ -17,8 +17,8 @@ from typing import Any
 from monitor_core.sim import DiracAsyncClient, DiracSimProcess
 
 from . import status_files
-from .lanes import Submitted
-from .workloads import Workload
+from .lanes import LONG_RUNNING, Submitted
+from .workloads import OURS, Workload
 
 SUBMIT_CHUNK = 5000
 
@@ -63,18 +63,21 @@ async def run_one(workload: Workload, model: str, seed: int = 1) -> dict[str, An
     try:
         lanes = []
         ends: list[tuple[float, str, int, int]] = []
+        file_lanes = [] if model in OURS else [lane for lane in workload.lanes if not lane.ganga_bulk]
+        for lane, count in zip(workload.lanes, workload.per_lane(), strict=True):
+            if lane in file_lanes:
+                await asyncio.to_thread(status_files.create, scratch / "status", lane.name, count)
         for service, lane, count in zip(services, workload.lanes, workload.per_lane(), strict=True):
             submitted = Submitted(lane=lane, port=service.port, first_id=0, count=count)
             durations = workload.lifetimes.durations(lane.name, count)
             await submit_lane(service, submitted, durations)
             lanes.append(submitted)
-            if not lane.ganga_bulk and model not in ("threads", "asyncio", "processes"):
-                status_files.create(scratch / "status", lane.name, submitted.first_id, count)
+            if lane in file_lanes:
                 chunks = [*submitted.submitted_at, (count, 0.0)]
                 for (first, at), (following, _) in itertools.pairwise(chunks):
                     for k in range(first, following):
-                        if durations[k] < 1.0e5:
-                            ends.append((at + durations[k], lane.name, submitted.first_id + k, 1 if k % 10 == 0 else 0))
+                        if durations[k] < LONG_RUNNING:
+                            ends.append((at + durations[k], lane.name, k, 1 if k % 10 == 0 else 0))
         if ends:
             writer = asyncio.create_task(status_files.write_exits(scratch / "status", ends))
         if workload.fault:

@@ -18,26 +18,29 @@ from pathlib import Path
 STATUS_FILE = "__jobstatus__"
 
 
-def job_dir(root: Path, lane: str, backend_id: int) -> Path:
-    """Where the status file of the job with DIRAC id ``backend_id`` on ``lane`` lives."""
-    return root / lane / str(backend_id)
+def job_dir(root: Path, lane: str, number: int) -> Path:
+    """Where the status file of the lane's ``number``-th job (from 0, in submission order) lives."""
+    return root / lane / str(number)
 
 
-def create(root: Path, lane: str, first_id: int, count: int) -> None:
-    """One directory and status file per job of a lane, saying the job has started."""
+def create(root: Path, lane: str, count: int) -> None:
+    """One directory and status file per job of a lane, saying the job has started.
+
+    Written before the jobs are submitted, so the time it takes delays no model.
+    """
     for k in range(count):
-        directory = job_dir(root, lane, first_id + k)
+        directory = job_dir(root, lane, k)
         directory.mkdir(parents=True)
         (directory / STATUS_FILE).write_text(f"START: {time.time():.3f}\nPID: {100000 + k}\nWRAPPER: {k + 1}\n")
 
 
 async def write_exits(root: Path, ends: list[tuple[float, str, int, int]]) -> None:
-    """Append ``EXITCODE:`` to each job's file at its end time: ``ends`` holds (wall time, lane, id, code)."""
-    for at, lane, backend_id, code in sorted(ends):
+    """Append ``EXITCODE:`` to each job's file at its end time: ``ends`` holds (wall time, lane, number, code)."""
+    for at, lane, number, code in sorted(ends):
         delay = at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        path = job_dir(root, lane, backend_id) / STATUS_FILE
+        path = job_dir(root, lane, number) / STATUS_FILE
         # Written whole and renamed, as a reader must never see half a line.
         text = path.read_text() + f"STOP: {time.time():.3f}\nEXITCODE: {code}\n"
         scratch = path.with_suffix(".tmp")

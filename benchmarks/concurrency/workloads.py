@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .lanes import HEADLINE_LANE, SCALE_LANES, LaneSpec, Lifetimes
+from .lanes import EQUAL_INTERVAL, HEADLINE_LANE, SCALE_LANES, LaneSpec, Lifetimes
 
 MODELS = ("legacy", "ganga-async", "threads", "asyncio", "processes")
+REAL_MODELS = ("ganga-8.7.12", "drive")
 OURS = ("threads", "asyncio", "processes")
 GANGA_MODELS = ("legacy", "ganga-async")
 
@@ -51,6 +52,17 @@ class Workload:
         if self.shipped and model in GANGA_MODELS:
             return {lane.name: lane.ganga_rate for lane in self.lanes}
         return {lane.name: lane.interval for lane in self.lanes}
+
+
+@dataclass(frozen=True, slots=True)
+class RealWorkload:
+    """Real Local jobs in a real Ganga 8.7.12 session (see :mod:`.ganga_real`)."""
+
+    name: str
+    jobs: int
+    interval: float
+    models: tuple[str, ...] = ("ganga-8.7.12", "drive")
+    group: str = "real"
 
 
 def headline() -> Workload:
@@ -118,13 +130,14 @@ def fault(kind: str, jobs: int, *, window: float, warmup: float, models: tuple[s
     )
 
 
-def plan(quick: bool) -> list[Workload]:
+def plan(quick: bool) -> list[Workload | RealWorkload]:
     """Every workload of a quick or a full run, in running order."""
     if quick:
         return [
             headline(),
             scale(1000, window=40.0, warmup=6.0),
             fault("fail", 1000, window=40.0, warmup=6.0, models=("ganga-async", "asyncio")),
+            RealWorkload("local-real-20", 20, EQUAL_INTERVAL),
         ]
     old_and_asyncio = ("legacy", "ganga-async", "asyncio")
     return [
@@ -136,7 +149,7 @@ def plan(quick: bool) -> list[Workload]:
         fault("fail", 10_000, window=60.0, warmup=8.0, models=old_and_asyncio),
         scale(
             10_000,
-            window=150.0,
+            window=120.0,
             warmup=8.0,
             models=("legacy", "ganga-async"),
             shipped=True,
