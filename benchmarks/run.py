@@ -73,12 +73,12 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
             try:
                 if isinstance(workload, RealWorkload):
                     result = await asyncio.to_thread(
-                        run_session, model, workload.jobs, workload.interval, workload.name
+                        run_session, model, workload.jobs, workload.interval, workload.name, workload.backend
                     )
                 else:
                     result = await run_one(workload, model)
                     result["baseline"] = workload.baseline
-            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as exc:
                 # One model that cannot finish must not cost the other rows; it is reported.
                 print(f"  FAILED: {exc}", file=sys.stderr, flush=True)
                 failures.append(f"{workload.name} / {model}: {str(exc)[:300]}")

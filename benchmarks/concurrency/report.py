@@ -28,7 +28,7 @@ GROUPS = (
     ("faults", "Faults from t = 0, equal intervals"),
     ("shipped", "As shipped: Ganga's models at Ganga's default rates (not a comparison row)"),
     ("activation", "Ganga 8.7's loop when every backend becomes active in the same scan"),
-    ("real", "Ganga's real code: real Local jobs in a real Ganga 8.7.12 session, same interval"),
+    ("real", "Ganga's real code: real jobs in a real Ganga 8.7.12 session (Local; Dirac on the simulated grid)"),
 )
 
 

@@ -56,11 +56,12 @@ class Workload:
 
 @dataclass(frozen=True, slots=True)
 class RealWorkload:
-    """Real Local jobs in a real Ganga 8.7.12 session (see :mod:`.ganga_real`)."""
+    """Real jobs in a real Ganga 8.7.12 session (see :mod:`.ganga_real`): Local, or Dirac on the simulated grid."""
 
     name: str
     jobs: int
     interval: float
+    backend: str = "Local"
     models: tuple[str, ...] = ("ganga-8.7.12", "drive")
     group: str = "real"
 
