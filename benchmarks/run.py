@@ -84,6 +84,9 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
                 failures.append(f"{workload.name} / {model}: {str(exc)[:300]}")
                 continue
             results.append(result)
+            # Kept row by row, so that a run cut short still leaves what it measured.
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench-partial.json").write_text(json.dumps({"results": results, "failures": failures}))
             print(f"  done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
     return results
 

@@ -183,7 +183,8 @@ def targets(results: Sequence[Result]) -> list[tuple[str, bool | None, str]]:
         theirs_row, ours_row = _find(results, real, "ganga-8.7.12"), _find(results, real, "drive")
         if theirs_row is None or ours_row is None:
             continue
-        theirs_p99, ours_p99 = theirs_row["detection"]["p99"] or 0.0, ours_row["detection"]["p99"] or float("inf")
+        theirs_p99 = theirs_row["detection"]["results_p99"] or 0.0
+        ours_p99 = ours_row["detection"]["results_p99"] or float("inf")
         out.append(
             (
                 f"{real} (real Ganga, equal interval): drive end-to-completed p99 >= 5x lower than Ganga's loop",

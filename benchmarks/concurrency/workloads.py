@@ -157,4 +157,6 @@ def plan(quick: bool) -> list[Workload | RealWorkload]:
             name="scale-10000-as-shipped",
         ),
         scale(1000, window=50.0, warmup=8.0, models=("ganga-async",), activation="together", name="activation-1000"),
+        RealWorkload("local-real-200", 200, EQUAL_INTERVAL),
+        RealWorkload("dirac-real-40", 40, EQUAL_INTERVAL, backend="Dirac"),
     ]
