@@ -12,13 +12,15 @@ import argparse
 import asyncio
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .concurrency import report
+from .concurrency.ganga_real import run_session
 from .concurrency.orchestrate import run_one
-from .concurrency.workloads import MODELS, plan
+from .concurrency.workloads import MODELS, REAL_MODELS, RealWorkload, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,10 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small workloads only (under 2 minutes)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
+    everything = (*MODELS, *REAL_MODELS)
+    parser.add_argument(
+        "--models", default=",".join(everything), help="comma-separated subset of: " + ", ".join(everything)
+    )
     parser.add_argument("--workloads", default="", help="comma-separated workload names to run (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="directory for the JSON file")
-    parser.add_argument("--screenshots", type=Path, default=ROOT / "screenshots", help="directory for the plots")
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        default=None,
+        help="directory for the plots (default: screenshots/ for a full run, benchmarks/results/ otherwise)",
+    )
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument(
         "--from-json",
@@ -41,13 +51,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+failures: list[str] = []
+"""Rows that could not be measured in this run, with the reason."""
+
+
 async def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in wanted if m not in MODELS]
+    unknown = [m for m in wanted if m not in (*MODELS, *REAL_MODELS)]
     if unknown:
         raise SystemExit(f"unknown model(s): {', '.join(unknown)}")
     names = {w.strip() for w in args.workloads.split(",") if w.strip()}
-    results = []
+    results: list[dict[str, object]] = []
     for workload in plan(args.quick):
         if names and workload.name not in names:
             continue
@@ -56,9 +70,23 @@ async def run_all(args: argparse.Namespace) -> list[dict[str, object]]:
                 continue
             started = time.monotonic()
             print(f"running {workload.name} / {model} ...", file=sys.stderr, flush=True)
-            result = await run_one(workload, model)
-            result["baseline"] = workload.baseline
+            try:
+                if isinstance(workload, RealWorkload):
+                    result = await asyncio.to_thread(
+                        run_session, model, workload.jobs, workload.interval, workload.name, workload.backend
+                    )
+                else:
+                    result = await run_one(workload, model)
+                    result["baseline"] = workload.baseline
+            except (RuntimeError, OSError, ImportError, subprocess.SubprocessError) as exc:
+                # One model that cannot finish must not cost the other rows; it is reported.
+                print(f"  FAILED: {exc}", file=sys.stderr, flush=True)
+                failures.append(f"{workload.name} / {model}: {str(exc)[:300]}")
+                continue
             results.append(result)
+            # Kept row by row, so that a run cut short still leaves what it measured.
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench-partial.json").write_text(json.dumps({"results": results, "failures": failures}))
             print(f"  done in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
     return results
 
@@ -75,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = asyncio.run(run_all(args))
     rows = report.targets(results)
-    print(report.table(results))
+    for group, title in report.GROUPS:
+        text = report.table(results, group)
+        if text.count("\n") > 1:
+            print(f"\n{title}\n")
+            print(text)
     if any(r.get("fault") for r in results):
         print()
         print(report.fault_table(results))
@@ -96,16 +128,20 @@ def main(argv: list[str] | None = None) -> int:
                 "elapsed_s": time.monotonic() - started,
                 "results": results,
                 "targets": [{"target": t, "met": m, "detail": d} for t, m, d in rows],
+                "failures": failures,
             },
             indent=1,
         )
     )
     print(f"\nresults: {path}")
     if not args.no_plots:
-        for plot in report.plots(results, args.screenshots):
+        plots_dir = args.screenshots or (ROOT / "screenshots" if mode == "full" else args.out)
+        for plot in report.plots(results, plots_dir):
             print(f"plot: {plot}")
     print(f"elapsed: {time.monotonic() - started:.0f} s")
-    return 0
+    for failure in failures:
+        print(f"not measured: {failure}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from monitor_core import EventBus
-from monitor_core.sim import DiracAsyncClient
 
 from .ganga_async import GangaAsyncModel
 from .lanes import Lifetimes, Submitted
@@ -42,14 +41,29 @@ class Model(Protocol):
     async def stop(self) -> None: ...
 
 
-def build_model(name: str, lanes: list[Submitted], bus: EventBus, recorder: Recorder, workdir: Path) -> Model:
-    """The model called ``name``."""
+def build_model(
+    name: str, lanes: list[Submitted], bus: EventBus, recorder: Recorder, workdir: Path, spec: dict[str, Any]
+) -> Model:
+    """The model called ``name``, polling each lane at ``spec["intervals"]``."""
+    intervals = {str(k): float(v) for k, v in spec.get("intervals", {}).items()}
+    status_dir = Path(spec.get("status_dir", workdir / "status"))
     if name == "legacy":
-        return LegacyModel(lanes, bus, recorder, workdir)
+        # The old loop sweeps a backend again at its first step after the last sweep: its step
+        # is its interval (see legacy.py). As shipped, that step is 2 s.
+        step = 2.0 if spec.get("shipped") or not intervals else max(intervals.values())
+        return LegacyModel(lanes, bus, recorder, workdir, status_dir=status_dir, base_poll_rate=step)
     if name == "ganga-async":
-        return GangaAsyncModel(lanes, bus, recorder, workdir)
+        return GangaAsyncModel(
+            lanes,
+            bus,
+            recorder,
+            workdir,
+            intervals=intervals,
+            status_dir=status_dir,
+            together=spec.get("activation") == "together",
+        )
     if name in KINDS:
-        return SchedulerModel(name, lanes, bus, workdir)
+        return SchedulerModel(name, lanes, bus, workdir, intervals=intervals)
     raise ValueError(f"unknown model {name!r}")
 
 
@@ -67,12 +81,6 @@ def finish_times(lanes: list[Submitted], lifetimes: Lifetimes) -> tuple[array[fl
     return finish, lane_of
 
 
-async def inject_fault(port: int, settings: dict[str, Any], delay: float) -> None:
-    """Change a service's faults at run time, after ``delay`` seconds."""
-    await asyncio.sleep(delay)
-    await DiracAsyncClient(port=port).call("configure", settings)
-
-
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
     lanes = [Submitted.from_dict(d) for d in spec["lanes"]]
     lifetimes = Lifetimes(**spec["lifetimes"])
@@ -81,26 +89,24 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     bus = EventBus()
     bus.bind_loop(asyncio.get_running_loop())
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    model = build_model(spec["model"], lanes, bus, recorder, workdir)
+    model = build_model(spec["model"], lanes, bus, recorder, workdir, spec)
+    start_began = time.time()
     await model.start()
+    start_s = time.time() - start_began
     gc.collect()
     meter = ResourceMeter()
     meter.start()
 
-    adopt_start = time.time()
-    await model.track()
-    adopted = time.time()
-    # Subscribed after the jobs are tracked, so the recorder's copy of them is one snapshot
-    # taken before the clock starts, not a backlog of additions read during the sweep.
-    consumer = asyncio.create_task(recorder.consume(Recorder.subscribe(bus), track_ops=model.track_ops))
+    # The sweep clock starts before the jobs are handed over: adopting them is part of the sweep.
     started = time.time()
     recorder.sweep_start = started
+    await model.track()
+    adopted = time.time()
+    # Subscribed after the jobs are tracked, so the recorder's copy of them is one snapshot,
+    # not a backlog of additions read during the sweep.
+    consumer = asyncio.create_task(recorder.consume(Recorder.subscribe(bus), track_ops=model.track_ops))
     ticker = asyncio.run_coroutine_threadsafe(recorder.tick(), model.loop())
     faults = spec.get("fault")
-    fault_task = None
-    if faults:
-        port = next(s.port for s in lanes if s.lane.name == faults["lane"])
-        fault_task = asyncio.create_task(inject_fault(port, faults["settings"], faults["at"]))
 
     window = float(spec["window"])
     if spec.get("until_swept"):
@@ -108,7 +114,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         while recorder.sweep_end is None and time.time() - started < window:  # noqa: ASYNC110
             await asyncio.sleep(0.005)
     else:
-        await asyncio.sleep(window)
+        # Every model stops the same time after the jobs were submitted.
+        await asyncio.sleep(max(0.0, float(spec["submitted_by"]) + window - time.time()))
     ended = time.time()
     cpu = meter.stop()
     ticker.cancel()
@@ -119,17 +126,23 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     steady_lags = [lag for lag, at in zip(loop_lags, recorder.loop_lag_times, strict=False) if at >= started + warmup]
     names = [s.lane.name for s in lanes]
     tail = float(spec.get("tail", 0.0))
-    detection = recorder.detection(started + warmup, ended - tail, ended, names)
+    detection = recorder.detection(ended - tail, ended, names)
     bound = max(s.lane.sweep_bound(s.count) for s in lanes)
     result = {
         "model": spec["model"],
         "workload": spec["workload"],
+        "group": spec.get("group"),
         "jobs": jobs,
         "lanes": names,
+        "intervals": spec.get("intervals"),
+        "shipped": spec.get("shipped", False),
+        "activation": spec.get("activation"),
         "window": window,
+        "measured_s": ended - started,
         "warmup": warmup,
         "tail": tail,
-        "adopt_s": adopted - adopt_start,
+        "start_s": start_s,
+        "adopt_s": adopted - started,
         "sweep_s": None if recorder.sweep_end is None else recorder.sweep_end - started,
         "swept": recorder.confirmed_count,
         "swept_by_lane": dict(zip(names, recorder.lane_confirmed, strict=True)),
@@ -140,19 +153,18 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "sweep_bound_by_lane_s": {s.lane.name: s.lane.sweep_bound(s.count) for s in lanes},
         "sweep_bound_s": bound,
         "call_latency_s": max(s.lane.mean_latency(min(s.count, s.lane.max_bulk)) for s in lanes),
-        "poll_interval_s": max(s.lane.interval for s in lanes),
+        "poll_interval_s": max((spec.get("intervals") or {"": 0.0}).values()),
         "detection": detection,
         "loop_lag_p99_ms": None if not loop_lags else 1000 * (percentile(loop_lags, 0.99) or 0.0),
         "loop_lag_max_ms": None if not loop_lags else 1000 * max(loop_lags),
         "loop_lag_steady_p99_ms": None if not steady_lags else 1000 * (percentile(steady_lags, 0.99) or 0.0),
+        "loop_lag_steady_max_ms": None if not steady_lags else 1000 * max(steady_lags),
         "cpu_s": cpu,
         "baseline_rss": meter.baseline_rss,
         "peak_rss": meter.peak_rss,
         "bytes_per_job": (meter.peak_rss - meter.baseline_rss) / jobs if jobs else None,
         "fault": faults,
     }
-    if fault_task is not None:
-        fault_task.cancel()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(model.stop(), timeout=5)
     consumer.cancel()

@@ -3,22 +3,32 @@
 Modelled on ``GangaCore/Core/MonitoringComponent/Local_GangaMC_Service.py`` (still shipped in
 Ganga 8.7.12):
 
-* ``JobRegistry_Monitor.run``/``__monStep``: one thread loops every ``base_poll_rate`` (2 s);
+* ``JobRegistry_Monitor.run``/``__monStep`` (:577, :655-696): one thread loops every
+  ``base_poll_rate`` (2 s, ``GangaCore/__init__.py:429``);
   ``__defaultActiveBackendsFunc`` scans the whole registry for ``submitted``/``running`` jobs
   and ``_checkActiveBackends`` hands each backend's jobs to ``UpdateDict.addEntry``.
-* ``UpdateDict.addEntry``: one queued update action (``JobAction`` on the ``Qin`` queue) per
+* the backend's ``[PollThread]`` rate reaches ``addEntry`` (:1217-1233) only as the entry's
+  ``timeoutCounterMax`` (:319-330), a stall counter ``timeoutCheck`` (:380-400) counts down;
+  it never delays a sweep. So a backend is swept again at the first loop step after its last
+  sweep ended: the old loop's poll interval is ``base_poll_rate``. For equal intervals this
+  model's loop step is the lanes' interval; "as shipped", 2 s.
+* ``UpdateDict.addEntry`` (:319-368): one queued update action (``JobAction`` on the ``Qin`` queue) per
   backend; while that backend's update runs its ``RLock`` is held, the non-blocking acquire
   fails and the cycle adds nothing, so a backend is swept again only after its last sweep.
 * ``MonitoringWorkerThread._execUpdateAction``: ``update_thread_pool_size`` (5) threads take
   actions from ``Qin``; ``_checkBackend`` splits the jobs into bunches of ``[PollThread]
   numParallelJobs`` (25) and calls ``master_updateMonitoringInformation`` on each bunch, one
   after another, catching and logging each bunch's exception.
-* per-job calls: the old backends' ``updateMonitoringInformation`` asked about one job at a
-  time (Local and Batch read one status file per job; the old DIRAC path added per-job
-  ``getStateTime`` calls, still visible in ``GangaDirac/Lib/Backends/DiracBase.py``). Here each
-  job costs one blocking ``getJobStatus([id])`` call of the sim's blocking client.
-* finished jobs are finalised (output sandbox download) by a separate fixed pool of three
-  threads, like Ganga 7's ``queues`` worker pool. No call has a timeout; nothing is isolated.
+* per bunch: the DIRAC backend asks about a bunch of 25 in one bulk ``dirac_status`` call (as
+  ``monitor_dirac_running_jobs`` still does per chunk, ``GangaDirac/Lib/Backends/DiracBase.py:
+  1466``); Local and Batch read one status file per job (``GangaCore/Lib/Localhost/Localhost.py:
+  440-472``, ``GangaCore/Lib/Batch/Batch.py:559-595``), here files :mod:`.status_files` writes.
+* finished DIRAC jobs are finalised (output sandbox download) by a separate fixed pool of three
+  threads, like Ganga 7's ``queues`` worker pool; a Local or Batch job's outputs are on local
+  disk when its status file says it ended. No call has a timeout; nothing is isolated.
+
+Ganga 8.7.12 still ships this file but starts ``AsyncMonitoringService`` instead
+(``GangaCore/Core/InternalServices/Coordinator.py``), so the ThreadPool loop stays a model.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +50,7 @@ from monitor_core.sim import DiracBlockingClient
 
 from .lanes import Submitted
 from .recorder import Recorder
+from .status_files import STATUS_FILE, job_dir
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,7 @@ BASE_POLL_RATE = 2.0
 THREAD_POOL_SIZE = 5
 NUM_PARALLEL_JOBS = 25
 FINALISATION_THREADS = 3
+EXITCODE = re.compile(r"^EXITCODE: (?P<exitcode>-?\d*)", re.M)
 
 
 @dataclass(slots=True)
@@ -87,8 +100,19 @@ class LegacyModel:
 
     track_ops = False
 
-    def __init__(self, lanes: Sequence[Submitted], bus: EventBus, recorder: Recorder, workdir: Path) -> None:
+    def __init__(
+        self,
+        lanes: Sequence[Submitted],
+        bus: EventBus,
+        recorder: Recorder,
+        workdir: Path,
+        *,
+        status_dir: Path | None = None,
+        base_poll_rate: float = BASE_POLL_RATE,
+    ) -> None:
         self.lanes = lanes
+        self.base_poll_rate = base_poll_rate
+        self.status_dir = status_dir or workdir / "status"
         self.bus = bus
         self.recorder = recorder
         self.clients = [DiracBlockingClient(port=s.port) for s in lanes]
@@ -135,7 +159,7 @@ class LegacyModel:
 
     def _main_loop(self) -> None:
         while self.alive:
-            self._wake.wait(BASE_POLL_RATE)
+            self._wake.wait(self.base_poll_rate)
             self._wake.clear()
             if self.enabled:
                 self._mon_step()
@@ -195,19 +219,37 @@ class LegacyModel:
                 log.debug("monitoring error: %s", errors[0])
 
     def _update_monitoring_information(self, lane: int, bunch: list[GangaJob]) -> None:
-        client, name = self.clients[lane], self.lanes[lane].lane.name
+        spec = self.lanes[lane].lane
+        if spec.ganga_bulk:
+            self._dirac_bunch(lane, bunch)
+            return
         for job in bunch:
-            answer = client.getJobStatus([int(job.backend_id)])
-            result = parse_status_answer([job.backend_id], answer)
+            path = job_dir(self.status_dir, spec.name, int(job.backend_id) - self.lanes[lane].first_id) / STATUS_FILE
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
             self.recorder.mark_confirmed((job.index,))
-            for report in result.reports:
-                native = report.info.split(":", 1)[0]
-                job.backend_status = native
-                if report.status in (JobStatus.COMPLETED, JobStatus.FAILED) and not job.been_queued:
-                    job.been_queued = True
-                    publish_change(self.bus, job, name, job.status, "completing", report.info)
-                    job.status = "completing"
-                    self.finalise_queue.put(job)
+            match = EXITCODE.search(text)
+            if match is not None and job.status == "running":
+                code = int(match.group("exitcode"))
+                publish_change(self.bus, job, spec.name, "running", "completed" if code == 0 else "failed")
+                self.recorder.mark_collected(job.index, time.time())
+
+    def _dirac_bunch(self, lane: int, bunch: list[GangaJob]) -> None:
+        client, name = self.clients[lane], self.lanes[lane].lane.name
+        ids = [job.backend_id for job in bunch]
+        answer = client.getJobStatus([int(i) for i in ids])
+        result = parse_status_answer(ids, answer)
+        self.recorder.mark_confirmed(job.index for job in bunch)
+        by_id = {job.backend_id: job for job in bunch}
+        for report in result.reports:
+            job = by_id[report.backend_id]
+            job.backend_status = report.info.split(":", 1)[0]
+            if report.status in (JobStatus.COMPLETED, JobStatus.FAILED) and not job.been_queued:
+                job.been_queued = True
+                publish_change(self.bus, job, name, job.status, "completing", report.info)
+                self.finalise_queue.put(job)
 
     # -- finalisation pool ---------------------------------------------------------------------
 
@@ -224,3 +266,4 @@ class LegacyModel:
             except Exception:  # noqa: BLE001 - any failure fails the job, as the old pool did
                 final = "failed"
             publish_change(self.bus, job, self.lanes[job.lane].lane.name, "completing", final)
+            self.recorder.mark_collected(job.index, time.time())

@@ -1,7 +1,7 @@
 """Our scheduler, three ways: the blocking client on threads, the asyncio client, subprocess workers.
 
 Each lane is a ``DiracSimBackend`` (``threaded``, ``asynchronous`` or ``isolated``) with the
-lane's bulk limit, concurrency and interval. The adaptive interval policy is set to a fixed
+lane's bulk limit, concurrency and the workload's interval for the lane. The adaptive interval policy is set to a fixed
 interval (``fast=slow=1``) so every model polls at a constant rate per backend, as Ganga does.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from monitor_core import AdaptiveInterval, EventBus, Job, JobStatus, OutputSink, Scheduler, SchedulerConfig
@@ -26,7 +26,15 @@ class SchedulerModel:
 
     track_ops = True
 
-    def __init__(self, kind: str, lanes: Sequence[Submitted], bus: EventBus, workdir: Path) -> None:
+    def __init__(
+        self,
+        kind: str,
+        lanes: Sequence[Submitted],
+        bus: EventBus,
+        workdir: Path,
+        *,
+        intervals: Mapping[str, float] | None = None,
+    ) -> None:
         backends = []
         for submitted in lanes:
             lane = submitted.lane
@@ -34,7 +42,7 @@ class SchedulerModel:
                 max_batch=lane.max_bulk,
                 max_concurrency=lane.concurrency,
                 fetch_concurrency=2,
-                poll_interval=lane.interval,
+                poll_interval=(intervals or {}).get(lane.name, lane.interval),
                 call_timeout=lane.call_timeout,
             )
             if kind == "threads":

@@ -2,6 +2,7 @@
 
 * detection: the wall time each job's first "finished" change reached the bus, against the
   time it finished at its service;
+* collection: the wall time each finished job's outputs were in the session (results lag);
 * sweep: the time every job had been confirmed once after monitoring began;
 * event-loop lag: a ticker task's oversleep;
 * CPU seconds and peak RSS of the monitor process and its children (subprocess workers).
@@ -50,6 +51,7 @@ class Recorder:
         self.finish = finish
         self.lane_of = lane_of
         self.detected = array("d", bytes(8 * len(finish)))
+        self.collected = array("d", bytes(8 * len(finish)))
         self.confirmed = bytearray(len(finish))
         self.confirmed_count = 0
         self.sweep_start: float | None = None
@@ -94,6 +96,11 @@ class Recorder:
         if self.detected[index] == 0.0:
             self.detected[index] = at
 
+    def mark_collected(self, index: int, at: float) -> None:
+        """A finished job's outputs were in the session at wall time ``at`` (any thread)."""
+        if self.collected[index] == 0.0:
+            self.collected[index] = at
+
     # -- the bus side ---------------------------------------------------------------------------
 
     @staticmethod
@@ -108,6 +115,10 @@ class Recorder:
                 if isinstance(event, JobChanged):
                     if event.new in FINISHED:
                         self.mark_detected(int(event.job_id) - 1, event.at)
+                    # Our scheduler settles a job (completing -> completed or failed) once its
+                    # outputs are in; the Ganga models mark collection themselves.
+                    if track_ops and event.old == JobStatus.COMPLETING and event.new.is_final:
+                        self.mark_collected(int(event.job_id) - 1, event.at)
                 elif not track_ops:
                     continue
                 elif isinstance(event, OpQueued):
@@ -134,32 +145,56 @@ class Recorder:
 
     # -- results ----------------------------------------------------------------------------
 
-    def detection(self, start: float, last: float, end: float, lanes: Sequence[str]) -> dict[str, Any]:
-        """Detection lag of jobs that finished in ``[start, last]``; ones not seen by ``end`` are censored there."""
+    def detection(self, last: float, end: float, lanes: Sequence[str]) -> dict[str, Any]:
+        """Detection and results lag of every job that finished by ``last``, censored at ``end``.
+
+        The set is the same for every model: it depends only on when jobs end, not on when a
+        model started. A job that ended before monitoring began counts from its end.
+        """
         lags: list[float] = []
+        results: list[float] = []
         by_lane: dict[str, list[float]] = {name: [] for name in lanes}
+        results_by_lane: dict[str, list[float]] = {name: [] for name in lanes}
         series: dict[int, list[float]] = {}
-        undetected = 0
+        undetected = uncollected = 0
+        first = min((f for f in self.finish if f <= last), default=0.0)
         for index, finished in enumerate(self.finish):
-            if not start <= finished <= last:
+            if finished > last:
                 continue
-            seen = self.detected[index]
+            seen, kept = self.detected[index], self.collected[index]
             if seen == 0.0 or seen > end:
                 undetected += 1
                 lag = end - finished
             else:
                 lag = max(0.0, seen - finished)
+            if kept == 0.0 or kept > end:
+                uncollected += 1
+                result = end - finished
+            else:
+                result = max(0.0, kept - finished)
             lags.append(lag)
-            by_lane[lanes[self.lane_of[index]]].append(lag)
-            series.setdefault(int(finished - start), []).append(lag)
+            results.append(result)
+            lane = lanes[self.lane_of[index]]
+            by_lane[lane].append(lag)
+            results_by_lane[lane].append(result)
+            series.setdefault(int(finished - first), []).append(lag)
         return {
             "jobs": len(lags),
             "undetected": undetected,
+            "uncollected": uncollected,
             "p50": percentile(lags, 0.5),
             "p99": percentile(lags, 0.99),
             "max": max(lags) if lags else None,
+            "results_p50": percentile(results, 0.5),
+            "results_p99": percentile(results, 0.99),
+            "results_max": max(results) if results else None,
             "by_lane": {
-                name: {"jobs": len(v), "p50": percentile(v, 0.5), "p99": percentile(v, 0.99)}
+                name: {
+                    "jobs": len(v),
+                    "p50": percentile(v, 0.5),
+                    "p99": percentile(v, 0.99),
+                    "results_p99": percentile(results_by_lane[name], 0.99),
+                }
                 for name, v in by_lane.items()
             },
             "series": [[second, max(v), percentile(v, 0.5)] for second, v in sorted(series.items())],
