@@ -70,7 +70,7 @@ def test_until_a_backend_is_final_exits_0_with_the_reason_in_the_summary_line(tm
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["v"] == 1
+    assert summary["v"] == 2
     assert summary["type"] == "Summary"
     assert summary["data"]["exit_code"] == 0
     assert summary["data"]["reason"] == "--until all:backend:local:final held"
