@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .keys import CYCLE
 from .report import figures, plot, profile_table, table
 from .run import RunOptions, run_live
 from .tmux import INSTALL_HINT
@@ -47,6 +48,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="quit the TUI after this long (default: 110 s with --quick, else 1500)",
+    )
+    parser.add_argument(
+        "--keys",
+        default="",
+        help="comma-separated steps of the key cycle to type (default all: " + ", ".join(s.name for s in CYCLE) + ")",
     )
     parser.add_argument("--tail", type=float, default=5.0, help="keep typing this long after every job is final")
     parser.add_argument(
@@ -91,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and shutil.which("py-spy") is None:
         print("benchmarks.live: --profile needs py-spy: `pip install py-spy`", file=sys.stderr)
         return 2
+    keys = tuple(name.strip() for name in args.keys.split(",") if name.strip())
+    unknown = sorted(set(keys) - {step.name for step in CYCLE})
+    if unknown:
+        print(f"benchmarks.live: unknown key step(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
     jobs = [int(word) for word in (args.jobs or ("10000" if args.quick else "10000,100000")).split(",") if word.strip()]
     cap = args.max_seconds if args.max_seconds is not None else (110.0 if args.quick else 1500.0)
     key_timeout = args.key_timeout if args.key_timeout is not None else (8.0 if args.quick else 15.0)
@@ -113,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                     max_seconds=cap,
                     tail_seconds=args.tail,
                     demo_args=tuple(args.demo_args),
+                    keys=keys,
                     profile=args.profile,
                 )
             )

@@ -255,6 +255,7 @@ def figures(record: RunRecord) -> dict[str, Any]:
         "leftovers": record.leftovers,
         "recoveries": record.recoveries,
         "missed_screens": record.missed_screens,
+        "last_screen": record.last_screen,
         "keys": _key_figures(record, phases),
         "lag": {"backends": lag_backends, **lag_extra},
         "processes": roles,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,8 @@ class RunOptions:
     tail_seconds: float = 5.0
     """Keep typing this long after every job is final (and finish the cycle)."""
     demo_args: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    """Names of the cycle's steps to type (default: all)."""
     profile: bool = False
     width: int = 200
     height: int = 50
@@ -70,6 +73,8 @@ class RunRecord:
     keys: list[dict[str, Any]] = field(default_factory=list)
     screen: list[dict[str, Any]] = field(default_factory=list)
     recoveries: int = 0
+    died: bool = False
+    """The TUI exited before the benchmark quit it."""
     missed_screens: list[str] = field(default_factory=list)
     """The screen when a key timed out (the first few), to tell a slow app from a missed sign."""
     all_final_at: float | None = None
@@ -87,6 +92,14 @@ class RunRecord:
     leftovers: list[str] = field(default_factory=list)
     profiles: dict[str, Any] = field(default_factory=dict)
     profile_windows: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _dead_status(text: str) -> int | None:
+    """The status in tmux's "Pane is dead (status N, ...)" line, if shown."""
+    found = re.search(r"Pane is dead \((?:status (\d+)|signal (\d+))", text)
+    if found is None:
+        return None
+    return int(found.group(1)) if found.group(1) else 128 + int(found.group(2))
 
 
 def demo_command(jobs: int, state_dir: Path, extra: tuple[str, ...]) -> list[str]:
@@ -109,6 +122,9 @@ class _Run:
         self.env["XDG_RUNTIME_DIR"] = str(self.runtime)
         self.env["XDG_STATE_HOME"] = str(self.work / "xdg-state")
         self.env.pop("TMUX", None)
+        # The pane's size, also where Python looks first (shutil.get_terminal_size): an inherited
+        # COLUMNS/LINES (a test runner's, a CI's) would otherwise size the app, not the pane.
+        self.env["COLUMNS"], self.env["LINES"] = str(options.width), str(options.height)
         self.command = demo_command(options.jobs, self.state_dir, options.demo_args)
         self.record = RunRecord(jobs=options.jobs, command=self.command)
         self.pane: TmuxPane | None = None
@@ -167,6 +183,17 @@ class _Run:
             time.sleep(min(left, _SCREEN_SAMPLE_EVERY))
             self.look()
             self.attach_when_served()
+        self.check_alive()
+
+    def check_alive(self) -> None:
+        """Notice the TUI exiting on its own (a crash): the run stops, its last screen kept."""
+        assert self.pane is not None
+        dead, status = self.pane.pane_state()
+        if dead and not self.record.died:
+            self.record.died = True
+            self.record.last_screen = self.pane.capture()
+            self.record.exit_status = status if status is not None else _dead_status(self.record.last_screen)
+            self.record.stopped = f"the TUI exited by itself (status {self.record.exit_status})"
 
     # -- helpers beside the TUI ---------------------------------------------------------------
 
@@ -283,11 +310,12 @@ class _Run:
             return
         self.record.first_table = time.perf_counter() - launched
         deadline = launched + options.max_seconds
+        cycle = [step for step in CYCLE if not options.keys or step.name in options.keys]
         index = 0
         done_cycles = 0
         while True:
             self.attach_when_served()
-            if index % len(CYCLE) == 0:
+            if index % len(cycle) == 0:
                 if (
                     self.record.all_final_at is not None
                     and time.time() - self.record.all_final_at >= options.tail_seconds
@@ -300,29 +328,39 @@ class _Run:
                     self.record.stopped = f"time cap ({options.max_seconds:.0f}s)"
                     return
                 self.settle()
-            self.step(CYCLE[index % len(CYCLE)])
+            self.step(cycle[index % len(cycle)])
             index += 1
             self.idle(options.key_interval)
+            if self.record.died:
+                return
 
     def finish(self) -> None:
         assert self.pane is not None
         pane = self.pane
         with contextlib.suppress(Exception):
-            self.record.last_screen = pane.capture()
-        began = time.perf_counter()
-        with contextlib.suppress(Exception):
-            self.settle()
-            pane.send("q")
-            while time.perf_counter() - began < 60:
-                dead, status = pane.pane_state()
-                if dead and self.record.quit_seconds is None:
-                    self.record.quit_seconds = time.perf_counter() - began
-                if dead and status is not None:
-                    self.record.exit_status = status
-                    break
-                if self.record.quit_seconds is not None and time.perf_counter() - began > self.record.quit_seconds + 5:
-                    break  # the pane closed but tmux never learnt the exit status
-                time.sleep(0.05)
+            self.check_alive()
+        if not self.record.died:
+            with contextlib.suppress(Exception):
+                self.record.last_screen = pane.capture()
+                self.settle()
+            began = time.perf_counter()
+            with contextlib.suppress(Exception):
+                pane.send("q")
+                while time.perf_counter() - began < 60:
+                    dead, status = pane.pane_state()
+                    if dead and self.record.quit_seconds is None:
+                        self.record.quit_seconds = time.perf_counter() - began
+                    if dead and status is None:
+                        status = _dead_status(pane.capture())
+                    if dead and status is not None:
+                        self.record.exit_status = status
+                        break
+                    if (
+                        self.record.quit_seconds is not None
+                        and time.perf_counter() - began > self.record.quit_seconds + 5
+                    ):
+                        break  # the pane closed but tmux never learnt the exit status
+                    time.sleep(0.05)
         for profiler in self.profilers:
             profiler.stop()
             self.record.profile_windows[profiler.name] = [
