@@ -54,6 +54,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma-separated steps of the key cycle to type (default all: " + ", ".join(s.name for s in CYCLE) + ")",
     )
+    parser.add_argument(
+        "--command",
+        default=None,
+        help="a shell command to run instead of the demo ({jobs}, {state_dir}, {runtime} filled in)",
+    )
     parser.add_argument("--tail", type=float, default=5.0, help="keep typing this long after every job is final")
     parser.add_argument(
         "--profile", action="store_true", help="also record the TUI (and the session process) with py-spy"
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     tail_seconds=args.tail,
                     demo_args=tuple(args.demo_args),
                     keys=keys,
+                    command=args.command,
                     profile=args.profile,
                 )
             )

@@ -25,11 +25,20 @@ __all__ = ["classify", "main"]
 
 
 def classify(
-    command: list[str], *, pid: int, tui_pid: int | None, session_pid: int | None, viewer_pid: int | None
+    command: list[str],
+    *,
+    pid: int,
+    tui_pid: int | None,
+    session_pid: int | None,
+    viewer_pid: int | None,
+    tui_command: list[str] | None = None,
 ) -> str:
     """Name the part of the run a process plays, from its pid and command line."""
     if pid == tui_pid:
         return "tui"
+    if tui_command and command == tui_command:
+        # Forked by the TUI and not yet exec'd (a local job being started): short-lived.
+        return "tui forks"
     if pid == session_pid:
         return "session"
     if pid == viewer_pid:

@@ -122,27 +122,59 @@ def _short(frame: str) -> str:
     return f"{name} ({tail})"
 
 
-def top_functions(windows: list[Window], *, limit: int = 12) -> dict[str, object]:
-    """The functions with the largest shares of these windows' samples, own and total.
+_PROJECT = ("ganga_tui/", "monitor_core/")
+_ENTRY = ("main (ganga_tui/__main__.py)", "run_app (ganga_tui/app.py)", "main (monitor_core/sim/cli.py)")
+
+
+def _package(name: str) -> str:
+    """``textual`` of ``Strip.__init__ (textual/strip.py)``, ``selectors`` of ``... (selectors.py)``."""
+    where = name.rpartition(" (")[2].rstrip(")")
+    head = where.split("/", 1)[0]
+    return head.removesuffix(".py")
+
+
+def _is_project(frame: str) -> bool:
+    return any(part in frame for part in _PROJECT)
+
+
+def top_functions(windows: list[Window], *, limit: int = 12, rate: int = 67) -> dict[str, object]:
+    """The functions with the largest shares of these windows' samples.
+
+    - ``own``: the function running itself (the innermost frame), any code;
+    - ``project``: the innermost frame of this project on the stack, so library time (Textual,
+      Rich, asyncio) is charged to the project code that called it;
+    - ``total``: project functions anywhere on the stack (their callees included).
 
     Returns:
-        ``{"samples", "seconds", "own": [[function, share], ...], "total": [[function, share], ...]}``
+        ``{"samples", "seconds", "busy", "own", "project", "total"}``, the lists as
+        ``[[function, share of samples], ...]``; ``busy`` is the samples over what a process
+        busy all the time would give.
     """
     own: Counter[str] = Counter()
+    project: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
     for window in windows:
         for frames, count in window.stacks.items():
             samples += count
-            names = [_short(frame) for frame in frames if not frame.startswith("process ") and " (" in frame]
+            kept = [frame for frame in frames if " (" in frame and not frame.startswith("process ")]
+            names = [_short(frame) for frame in kept]
             if names:
                 own[names[-1]] += count
-            for name in set(names):
+            ours = [name for name, frame in zip(names, kept, strict=True) if _is_project(frame) and name not in _ENTRY]
+            project[ours[-1] if ours else f"(no project frame: {_package(names[-1]) if names else '?'})"] += count
+            for name in set(ours):
                 total[name] += count
     seconds = sum(window.ended - window.started for window in windows)
+
+    def shares(counter: Counter[str]) -> list[list[object]]:
+        return [[name, round(count / samples, 4)] for name, count in counter.most_common(limit)] if samples else []
+
     return {
         "samples": samples,
         "seconds": round(seconds, 1),
-        "own": [[name, round(count / samples, 4)] for name, count in own.most_common(limit)] if samples else [],
-        "total": [[name, round(count / samples, 4)] for name, count in total.most_common(limit * 3)] if samples else [],
+        "busy": round(samples / (rate * seconds), 3) if seconds else None,
+        "own": shares(own),
+        "project": shares(project),
+        "total": shares(total),
     }

@@ -114,6 +114,7 @@ def _process_figures(
                 tui_pid=record.tui_pid,
                 session_pid=record.session_pid,
                 viewer_pid=record.viewer_pid,
+                tui_command=commands.get(record.tui_pid or -1),
             )
             first_role.setdefault(pid, role)
             if pid in seen:
@@ -375,27 +376,27 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def profile_table(runs: list[dict[str, Any]], limit: int = 8) -> str:
+def profile_table(runs: list[dict[str, Any]], limit: int = 10) -> str:
     """The top functions per process and phase, as markdown."""
     out = []
     for run in runs:
         for process, phases in run.get("profile", {}).items():
             for phase, top in phases.items():
-                if not top["samples"]:
+                if not isinstance(top, dict) or not top.get("samples"):
                     continue
                 out.append(
-                    f"\n{run['jobs']:,} jobs, {process}, {phase} ({top['samples']} samples, {top['seconds']} s):\n"
+                    f"\n{run['jobs']:,} jobs, {process}, {phase}: {top['samples']} samples in {top['seconds']} s"
+                    f" (busy {top.get('busy')}):\n"
                 )
-                out.append("| own % | function | | total % | function |")
-                out.append("|---:|---|---|---:|---|")
-                totals = [row for row in top["total"] if not row[0].startswith(("<module>", "run (", "_run_once"))]
+                out.append("| project code (with what it calls) | % | function itself | % | on the stack | % |")
+                out.append("|---|---:|---|---:|---|---:|")
+                columns = [top.get("project", []), top["own"], top["total"]]
                 for index in range(limit):
-                    own = top["own"][index] if index < len(top["own"]) else ["", None]
-                    total = totals[index] if index < len(totals) else ["", None]
-                    out.append(
-                        f"| {'' if own[1] is None else f'{own[1] * 100:.1f}'} | {own[0]} | | "
-                        f"{'' if total[1] is None else f'{total[1] * 100:.1f}'} | {total[0]} |"
-                    )
+                    cells = []
+                    for column in columns:
+                        name, share = column[index] if index < len(column) else ("", None)
+                        cells += [str(name), "" if share is None else f"{share * 100:.1f}"]
+                    out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

@@ -54,6 +54,9 @@ class RunOptions:
     tail_seconds: float = 5.0
     """Keep typing this long after every job is final (and finish the cycle)."""
     demo_args: tuple[str, ...] = ()
+    command: str | None = None
+    """A shell command to run instead of the demo, with ``{jobs}``, ``{state_dir}`` and ``{runtime}``
+    filled in (to measure another way of starting a session the same way)."""
     keys: tuple[str, ...] = ()
     """Names of the cycle's steps to type (default: all)."""
     profile: bool = False
@@ -126,6 +129,9 @@ class _Run:
         # COLUMNS/LINES (a test runner's, a CI's) would otherwise size the app, not the pane.
         self.env["COLUMNS"], self.env["LINES"] = str(options.width), str(options.height)
         self.command = demo_command(options.jobs, self.state_dir, options.demo_args)
+        if options.command is not None:
+            filled = options.command.format(jobs=options.jobs, state_dir=self.state_dir, runtime=self.runtime)
+            self.command = ["sh", "-c", filled]
         self.record = RunRecord(jobs=options.jobs, command=self.command)
         self.pane: TmuxPane | None = None
         self.viewer: JsonViewer | None = None

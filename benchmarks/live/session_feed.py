@@ -32,10 +32,10 @@ _ADDED_STATUS = re.compile(r'"status":"(\w+)"')
 def find_socket(runtime: Path, state_dir: Path, pids: set[int]) -> tuple[Path, int | None] | None:
     """The socket a demo of this run serves, and the pid that serves it, if any yet.
 
-    Looks in the run's own runtime directory (so other sessions on the machine never match)
-    and in the demo's state directory.
+    Looks in the run's own runtime directory (``$XDG_RUNTIME_DIR/ganga-monitor`` of the run,
+    so other sessions on the machine never match) and in the demo's state directory.
     """
-    for found in discover_sessions(runtime, clean_stale=False):
+    for found in discover_sessions(runtime / "ganga-monitor", clean_stale=False):
         if found.pid is None or found.pid in pids or not pids:
             return found.path, found.pid
     # Not recursive: the state directory holds every job's outputs.
