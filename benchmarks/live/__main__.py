@@ -15,6 +15,7 @@ import argparse
 import json
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -45,9 +46,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-seconds",
-        type=float,
         default=None,
-        help="quit the TUI after this long (default: 110 s with --quick, else 1500)",
+        help="quit the TUI after this long, one value or one per job count (default: 110 with --quick, else 1500)",
     )
     parser.add_argument(
         "--keys",
@@ -79,8 +79,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _stop_on_sigterm() -> None:
+    # Raised in the main thread, so every run's cleanup (quit the TUI, kill its tmux) still happens.
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    _stop_on_sigterm()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if args.quick:
         out = args.out or ROOT / "benchmarks" / "results" / f"live-quick-{stamp}.json"
@@ -108,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.live: unknown key step(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
     jobs = [int(word) for word in (args.jobs or ("10000" if args.quick else "10000,100000")).split(",") if word.strip()]
-    cap = args.max_seconds if args.max_seconds is not None else (110.0 if args.quick else 1500.0)
+    caps = [float(word) for word in (args.max_seconds or ("110" if args.quick else "1500")).split(",") if word.strip()]
+    if len(caps) not in (1, len(jobs)):
+        print("benchmarks.live: give one --max-seconds, or one per job count", file=sys.stderr)
+        return 2
     key_timeout = args.key_timeout if args.key_timeout is not None else (8.0 if args.quick else 15.0)
     label = args.label or ("--quick" if args.quick else "full run")
     label += f"; {platform.node()} {platform.machine()}, Python {platform.python_version()}"
@@ -117,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     scratch = Path(tempfile.mkdtemp(prefix="ganga-live-")) if args.work_dir is None else args.work_dir
     try:
-        for count in jobs:
+        for index, count in enumerate(jobs):
+            cap = caps[index] if len(caps) > 1 else caps[0]
             print(f"running the demo with {count:,} jobs in tmux ...", file=sys.stderr, flush=True)
             began = time.monotonic()
             record = run_live(
