@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -296,16 +297,18 @@ def table(runs: list[dict[str, Any]], label: str) -> str:
     """The markdown tables of a set of runs."""
     out = [f"Conditions: {label}", ""]
     out += [
-        "| jobs | design | stopped | first table s | all final s | phases (s) | warnings max | rejected | leftovers |"
+        "| jobs | design | stopped | first table s | all final s | final at stop | quit s | phases (s) "
+        "| warnings max | rejected | leftovers |"
     ]
-    out += ["|---:|---|---|---:|---:|---|---:|---:|---:|"]
+    out += ["|---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for run in runs:
         phases = ", ".join(f"{name} {seconds:.0f}" for name, seconds in run["phase_seconds"].items())
         rejected = sum((run["lag"].get("rejections") or {}).values()) if "rejections" in run["lag"] else None
         shown = run["rejected_on_screen"]["max"]
         out.append(
             f"| {run['jobs']:,} | {run['design']} | {run['stopped']} | {_s(run['first_table_s'])} | "
-            f"{_s(run['all_final_s'])} | {phases} | {run['warnings']['max']} | "
+            f"{_s(run['all_final_s'])} | {_final_at_stop(run)} | {_s(run['quit_s'])} | {phases} | "
+            f"{run['warnings']['max']} | "
             f"{shown if rejected is None else f'{rejected} (screen {shown})'} | {len(run['leftovers'])} |"
         )
     out += ["", "Key to screen, ms (send-keys until the pane shows the result; pane polled every 5 ms):", ""]
@@ -370,6 +373,11 @@ def table(runs: list[dict[str, Any]], label: str) -> str:
             f"{conditions['load1_max']}; lag source: {run['lag']['source']}."
         )
     return "\n".join(out)
+
+
+def _final_at_stop(run: dict[str, Any]) -> str:
+    finals = [point[1] for point in run["series"]["screen"] if point[1] is not None]
+    return f"{finals[-1]:,}" if finals else "-"
 
 
 def _pct(value: float | None) -> str:
@@ -464,7 +472,8 @@ def plot(runs: list[dict[str, Any]], path: Path, label: str) -> None:
         rss_axis.legend(fontsize=7, loc="upper left")
     handles = [Rectangle((0, 0), 1, 1, color=colour) for colour in _PHASE_COLOURS.values()]
     figure.legend(handles, list(_PHASE_COLOURS), loc="lower center", ncol=len(_PHASE_COLOURS), fontsize=8)
-    figure.suptitle(f"ganga-monitor-tui --demo, live through tmux 200x50 — {label}", fontsize=10)
+    title = textwrap.fill(f"ganga-monitor-tui --demo, live through tmux 200x50 — {label}", width=60 * columns + 40)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout(rect=(0, 0.03, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
