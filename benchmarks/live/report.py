@@ -183,7 +183,7 @@ def _lag_figures(record: RunRecord, phases: Phases) -> tuple[dict[str, Any], dic
             latencies = feed.latencies.get(name, [])
             call = percentile(latencies, 0.5) or 0.0
             targets[name] = float(last.get("poll_interval") or 0.0) + call if last.get("poll_interval") else None
-            extra.setdefault("backends", {})[name] = {
+            extra.setdefault("backend_info", {})[name] = {
                 "poll_interval": last.get("poll_interval"),
                 "call_p50": call,
                 "calls_total": last.get("calls_total"),
