@@ -369,8 +369,8 @@ def table(runs: list[dict[str, Any]], label: str) -> str:
         conditions = run["conditions"]
         out.append(
             f"\n{run['jobs']:,} jobs: machine {conditions['cores']} cores, CPU used by everything else "
-            f"(other jobs) {_pct(conditions['other_jobs_cpu_mean'])} of a core on average, load1 max "
-            f"{conditions['load1_max']}; lag source: {run['lag']['source']}."
+            f"(other jobs) {_pct(conditions['other_jobs_cpu_mean'])}% of a core on average, load1 max "
+            f"{conditions['load1_max'] or 0:.1f}; lag source: {run['lag']['source']}."
         )
     return "\n".join(out)
 
