@@ -72,7 +72,9 @@ def test_keys_reach_the_screen_and_every_process_is_measured(tmux: str, tmp_path
     assert keys["Home"]["n"] >= 1, missed
     assert keys["End"]["p50"] > 0
     assert run["first_table_s"] is not None
-    assert run["exit_status"] == 0, "q did not end the TUI cleanly"
+    assert run["quit_s"] is not None, "q did not end the TUI"
+    # tmux does not always learn a pane's exit status; when it does, it must be a clean exit.
+    assert run["exit_status"] in (0, None), run["last_screen"]
     assert run["leftovers"] == [], "processes outlived the TUI"
     assert "tui" in run["processes"]
     assert run["processes"]["tui"]["rss_peak"] > 0
