@@ -73,6 +73,7 @@ class TmuxPane:
         self.server = f"ganga-live-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
         self.session = "live"
         self.pane_pid: int | None = None
+        self.socket_path: Path | None = None
         self._control: subprocess.Popen[bytes] | None = None
         self._next_number: int | None = None
 
@@ -116,7 +117,11 @@ class TmuxPane:
             "window-size",
             "manual",
         )
-        self.pane_pid = int(self._tmux("display-message", "-p", "-t", self.session, "#{pane_pid}").strip())
+        pid, _, socket = self._tmux(
+            "display-message", "-p", "-t", self.session, "#{pane_pid} #{socket_path}"
+        ).partition(" ")
+        self.pane_pid = int(pid)
+        self.socket_path = Path(socket.strip())
         self._control = subprocess.Popen(
             [
                 self.binary,
@@ -155,6 +160,10 @@ class TmuxPane:
             self._control = None
         with contextlib.suppress(TmuxError, subprocess.TimeoutExpired):
             self._tmux("kill-server")
+        if self.socket_path is not None:
+            # The server does not always remove its socket when killed; it is ours, so tidy it.
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
 
     def __enter__(self) -> TmuxPane:
         self.start()
