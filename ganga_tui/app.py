@@ -132,7 +132,9 @@ class GangaMonitorApp(App[int]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("colon", "command_palette", "Commands"),
-        Binding("slash", "filter", "Filter"),
+        # Priority: the app handles "/" as it reads it, so the filter box has focus before
+        # the next key is handed on (typed fast, "b" would otherwise reach the table).
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_job", "Refresh"),
         Binding("c", "collect_output", "Collect"),
@@ -198,6 +200,8 @@ class GangaMonitorApp(App[int]):
         """Why the source ended, once it has."""
         self._session_task: asyncio.Task[None] | None = None
         self._warning_scan_at = 0.0
+        self._filter_query = ""
+        """The filter's text as last applied."""
         self.set_reactive(GangaMonitorApp.notifications, notifications)
         self.notifier.enabled = notifications
         bind_replay_keys(self, source)
@@ -272,7 +276,10 @@ class GangaMonitorApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Table actions make no sense over a detail, warnings or help screen: disable and hide them.
-        return not (action in _MAIN_ONLY and len(self.screen_stack) > 1)
+        if action in _MAIN_ONLY and len(self.screen_stack) > 1:
+            return False
+        # "/" typed into a text box (the filter itself, a prompt) is text.
+        return not (action == "filter" and isinstance(self.focused, Input))
 
     # -- the bus worker ------------------------------------------------------------------------
 
@@ -398,7 +405,7 @@ class GangaMonitorApp(App[int]):
             self._show_status()
             screen = self.screen
             refresh = getattr(screen, "refresh_from_store", None)
-            if refresh is not None and screen is not self.screen_stack[0]:
+            if refresh is not None and screen is not self.screen_stack[0] and screen.is_mounted:
                 refresh()
 
     def _show_counts(self) -> None:
@@ -597,7 +604,8 @@ class GangaMonitorApp(App[int]):
         """Open the filter box; the table narrows as you type."""
         box = self.main_screen.query_one("#filter", Input)
         box.add_class("-open")
-        box.focus()
+        # Focus now, not at the next idle (Widget.focus): keys already queued go to the box.
+        self.main_screen.set_focus(box)
 
     def apply_filter(self, query: str) -> None:
         """Show only the jobs ``query`` matches (see the help screen for the words)."""
@@ -606,13 +614,18 @@ class GangaMonitorApp(App[int]):
             with box.prevent(Input.Changed):
                 box.value = query
         box.set_class(bool(query) or box.has_focus, "-open")
+        self._filter_query = query
         self.store.set_filter(JobFilter.parse(query))
         self.main_screen.query_one(JobTable).refresh_from_store(force=True)
         self._show_counts()
 
     @on(Input.Changed, "#filter")
     def filter_typed(self, event: Input.Changed) -> None:
-        self.apply_filter(event.value)
+        # Typed fast, several Changed wait in the queue: each carries the text of its time, the
+        # box has the latest. Applying an older one would set the box back and move its cursor.
+        query = event.input.value
+        if query != self._filter_query:
+            self.apply_filter(query)
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:
