@@ -57,6 +57,7 @@ from .screens.job_detail import JobDetailScreen
 from .screens.prompts import IntervalPrompt
 from .screens.warnings import WarningsScreen
 from .sources import bind_replay_keys, control_replay
+from .widgets._format import show
 from .widgets.backends_panel import BackendsPanel
 from .widgets.job_table import JobTable
 from .widgets.op_queue import OpQueue
@@ -421,7 +422,7 @@ class GangaMonitorApp(App[int]):
             if count:
                 text.append(f"{status.value} ", style="dim")
                 text.append(f"{count} ", style="bold")
-        self.main_screen.query_one("#counts", Static).update(text)
+        show(self.main_screen.query_one("#counts", Static), text)
 
     def _show_status(self) -> None:
         store = self.store
@@ -455,7 +456,7 @@ class GangaMonitorApp(App[int]):
             description, ack = self.last_ack
             first_line = ack.message.splitlines()[0] if ack.message else ""
             text.append(f"│ {'✓' if ack.ok else '✗'} {description}: {first_line}")
-        self.main_screen.query_one("#status-bar", Static).update(text)
+        show(self.main_screen.query_one("#status-bar", Static), text)
 
     # -- commands to the session ---------------------------------------------------------------
 

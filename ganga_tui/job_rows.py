@@ -148,11 +148,19 @@ class GroupStats:
 
     def rate(self, now: float) -> float:
         """Jobs finishing per second lately (0 when unknown)."""
-        recent = [t for t in self.finished_at if t >= now - _RATE_WINDOW]
-        if len(recent) < 2:
+        # Newest last: walk back only over the window, not the whole deque.
+        cutoff = now - _RATE_WINDOW
+        count = 0
+        first = now
+        for t in reversed(self.finished_at):
+            if t < cutoff:
+                break
+            count += 1
+            first = t
+        if count < 2:
             return 0.0
-        span = max(now - recent[0], 1.0)
-        return len(recent) / span
+        span = max(now - first, 1.0)
+        return count / span
 
     def eta(self, now: float) -> float | None:
         """Seconds until every job is final at the recent completion rate, or ``None``."""
