@@ -77,6 +77,8 @@ _BEHIND_MARK: Final = 5_000
 """Events waiting before the status bar says the view is behind."""
 BEHIND_LIMIT: Final = 200_000
 """Events waiting before the app gives up on them and asks for a fresh snapshot."""
+_PANEL_GAP: Final = 0.25
+"""Seconds between two repaints of the panels around the table while events stream in."""
 _WARNING_BUDGET: Final = 20_000
 """Jobs whose warnings are rechecked per tick, so 100k jobs never stall a frame."""
 _MAIN_ONLY: Final = frozenset(
@@ -201,6 +203,8 @@ class GangaMonitorApp(App[int]):
         """Why the source ended, once it has."""
         self._session_task: asyncio.Task[None] | None = None
         self._warning_scan_at = 0.0
+        self._panels_at = float("-inf")
+        self._panels_due = False
         self._filter_query = ""
         """The filter's text as last applied."""
         self.set_reactive(GangaMonitorApp.notifications, notifications)
@@ -371,7 +375,7 @@ class GangaMonitorApp(App[int]):
         if self.pending:
             self.fold_pending()  # the last events before the end are shown with it
         if self.screen_stack:
-            self._repaint()
+            self._repaint(panels=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
@@ -393,21 +397,42 @@ class GangaMonitorApp(App[int]):
         self.store.expire_ops(now)
         self.store.scan_warnings(now, budget=None if full else _WARNING_BUDGET)
         if not self.view_paused:
-            self._repaint()
+            self._repaint(panels=True)
 
-    def _repaint(self) -> None:
+    def _repaint(self, *, panels: bool = False) -> None:
+        """Bring the screen up to date: the table and the lines above it each frame, the panels less often.
+
+        Args:
+            panels: repaint the backends, progress and operations panels now, however recently
+                they were (the tick, a full upkeep, a thawed view).
+        """
+        since = time.monotonic() - self._panels_at
+        if panels or since >= _PANEL_GAP:
+            self._repaint_panels()
+        elif not self._panels_due:
+            # At most one pending: the panels catch up within _PANEL_GAP of the first skipped frame.
+            self._panels_due = True
+            self.set_timer(_PANEL_GAP - since, self._repaint_panels, name="tui.panels")
         with self.batch_update():
-            self.main_screen.query_one(BackendsPanel).refresh_from_store()
             self.main_screen.query_one(JobTable).refresh_from_store()
-            self.main_screen.query_one("#overall", ProgressPanel).refresh_from_store()
-            self.main_screen.query_one("#groups", ProgressPanel).refresh_from_store()
-            self.main_screen.query_one(OpQueue).refresh_from_store(self.clock())
             self._show_counts()
             self._show_status()
             screen = self.screen
             refresh = getattr(screen, "refresh_from_store", None)
             if refresh is not None and screen is not self.screen_stack[0] and screen.is_mounted:
                 refresh()
+
+    def _repaint_panels(self) -> None:
+        """The side and top panels: a Rich table per progress panel and an 80-row operations table."""
+        self._panels_due = False
+        self._panels_at = time.monotonic()
+        if not self.screen_stack or self.view_paused:
+            return
+        with self.batch_update():
+            self.main_screen.query_one(BackendsPanel).refresh_from_store()
+            self.main_screen.query_one("#overall", ProgressPanel).refresh_from_store()
+            self.main_screen.query_one("#groups", ProgressPanel).refresh_from_store()
+            self.main_screen.query_one(OpQueue).refresh_from_store(self.clock())
 
     def _show_counts(self) -> None:
         store = self.store
@@ -542,7 +567,7 @@ class GangaMonitorApp(App[int]):
     def watch_view_paused(self, paused: bool) -> None:
         self.screen.set_class(paused, "-frozen")
         if not paused:
-            self._repaint()
+            self._repaint(panels=True)
         self._show_status()
 
     def action_toggle_view_pause(self) -> None:
