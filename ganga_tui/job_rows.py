@@ -10,8 +10,10 @@ from typing import Final
 
 from monitor_core import JobStatus, OpKind
 
-__all__ = ["GroupStats", "JobRow", "OpView", "Transition", "WarningKind"]
+__all__ = ["TEXT_ID", "GroupStats", "JobRow", "OpView", "Transition", "WarningKind"]
 
+TEXT_ID: Final = 1 << 62
+"""``JobRow.id_number`` of an id that is not a number (it sorts after every number)."""
 _RATE_WINDOW: Final = 120.0
 """Seconds of completions the ETA is estimated from."""
 
@@ -75,11 +77,17 @@ class JobRow:
     version: int = 0
     order: int = 0
     """Arrival position, the tie-breaker of every sort."""
-    id_key: tuple[int, str] = (0, "")
-    """Numeric ids sort as numbers, the rest after them as text."""
+    id_number: int = 0
+    """The id as a number, or ``TEXT_ID`` when it is not one (an int, not a key tuple: 56 bytes a job less)."""
 
     def __post_init__(self) -> None:
-        self.id_key = (int(self.job_id), "") if self.job_id.isdigit() else (1 << 62, self.job_id)
+        self.id_number = int(self.job_id) if self.job_id.isdigit() else TEXT_ID
+
+    @property
+    def id_key(self) -> tuple[int, str]:
+        """Numeric ids sort as numbers, the rest after them as text."""
+        number = self.id_number
+        return (number, "") if number != TEXT_ID else (number, self.job_id)
 
 
 @dataclass(frozen=True, slots=True)
