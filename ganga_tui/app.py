@@ -57,6 +57,7 @@ from .screens.job_detail import JobDetailScreen
 from .screens.prompts import IntervalPrompt
 from .screens.warnings import WarningsScreen
 from .sources import bind_replay_keys, control_replay
+from .widgets._format import show
 from .widgets.backends_panel import BackendsPanel
 from .widgets.job_table import JobTable
 from .widgets.op_queue import OpQueue
@@ -76,6 +77,8 @@ _BEHIND_MARK: Final = 5_000
 """Events waiting before the status bar says the view is behind."""
 BEHIND_LIMIT: Final = 200_000
 """Events waiting before the app gives up on them and asks for a fresh snapshot."""
+_PANEL_GAP: Final = 0.25
+"""Seconds between two repaints of the panels around the table while events stream in."""
 _WARNING_BUDGET: Final = 20_000
 """Jobs whose warnings are rechecked per tick, so 100k jobs never stall a frame."""
 _MAIN_ONLY: Final = frozenset(
@@ -132,7 +135,9 @@ class GangaMonitorApp(App[int]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
         Binding("colon", "command_palette", "Commands"),
-        Binding("slash", "filter", "Filter"),
+        # Priority: the app handles "/" as it reads it, so the filter box has focus before
+        # the next key is handed on (typed fast, "b" would otherwise reach the table).
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         Binding("r", "refresh_job", "Refresh"),
         Binding("c", "collect_output", "Collect"),
@@ -198,6 +203,10 @@ class GangaMonitorApp(App[int]):
         """Why the source ended, once it has."""
         self._session_task: asyncio.Task[None] | None = None
         self._warning_scan_at = 0.0
+        self._panels_at = float("-inf")
+        self._panels_due = False
+        self._filter_query = ""
+        """The filter's text as last applied."""
         self.set_reactive(GangaMonitorApp.notifications, notifications)
         self.notifier.enabled = notifications
         bind_replay_keys(self, source)
@@ -272,7 +281,10 @@ class GangaMonitorApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Table actions make no sense over a detail, warnings or help screen: disable and hide them.
-        return not (action in _MAIN_ONLY and len(self.screen_stack) > 1)
+        if action in _MAIN_ONLY and len(self.screen_stack) > 1:
+            return False
+        # "/" typed into a text box (the filter itself, a prompt) is text.
+        return not (action == "filter" and isinstance(self.focused, Input))
 
     # -- the bus worker ------------------------------------------------------------------------
 
@@ -363,7 +375,7 @@ class GangaMonitorApp(App[int]):
         if self.pending:
             self.fold_pending()  # the last events before the end are shown with it
         if self.screen_stack:
-            self._repaint()
+            self._repaint(panels=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR and event.worker.error is not None:
@@ -385,21 +397,42 @@ class GangaMonitorApp(App[int]):
         self.store.expire_ops(now)
         self.store.scan_warnings(now, budget=None if full else _WARNING_BUDGET)
         if not self.view_paused:
-            self._repaint()
+            self._repaint(panels=True)
 
-    def _repaint(self) -> None:
+    def _repaint(self, *, panels: bool = False) -> None:
+        """Bring the screen up to date: the table and the lines above it each frame, the panels less often.
+
+        Args:
+            panels: repaint the backends, progress and operations panels now, however recently
+                they were (the tick, a full upkeep, a thawed view).
+        """
+        since = time.monotonic() - self._panels_at
+        if panels or since >= _PANEL_GAP:
+            self._repaint_panels()
+        elif not self._panels_due:
+            # At most one pending: the panels catch up within _PANEL_GAP of the first skipped frame.
+            self._panels_due = True
+            self.set_timer(_PANEL_GAP - since, self._repaint_panels, name="tui.panels")
         with self.batch_update():
-            self.main_screen.query_one(BackendsPanel).refresh_from_store()
             self.main_screen.query_one(JobTable).refresh_from_store()
-            self.main_screen.query_one("#overall", ProgressPanel).refresh_from_store()
-            self.main_screen.query_one("#groups", ProgressPanel).refresh_from_store()
-            self.main_screen.query_one(OpQueue).refresh_from_store(self.clock())
             self._show_counts()
             self._show_status()
             screen = self.screen
             refresh = getattr(screen, "refresh_from_store", None)
-            if refresh is not None and screen is not self.screen_stack[0]:
+            if refresh is not None and screen is not self.screen_stack[0] and screen.is_mounted:
                 refresh()
+
+    def _repaint_panels(self) -> None:
+        """The side and top panels: a Rich table per progress panel and an 80-row operations table."""
+        self._panels_due = False
+        self._panels_at = time.monotonic()
+        if not self.screen_stack or self.view_paused:
+            return
+        with self.batch_update():
+            self.main_screen.query_one(BackendsPanel).refresh_from_store()
+            self.main_screen.query_one("#overall", ProgressPanel).refresh_from_store()
+            self.main_screen.query_one("#groups", ProgressPanel).refresh_from_store()
+            self.main_screen.query_one(OpQueue).refresh_from_store(self.clock())
 
     def _show_counts(self) -> None:
         store = self.store
@@ -414,7 +447,7 @@ class GangaMonitorApp(App[int]):
             if count:
                 text.append(f"{status.value} ", style="dim")
                 text.append(f"{count} ", style="bold")
-        self.main_screen.query_one("#counts", Static).update(text)
+        show(self.main_screen.query_one("#counts", Static), text)
 
     def _show_status(self) -> None:
         store = self.store
@@ -448,7 +481,7 @@ class GangaMonitorApp(App[int]):
             description, ack = self.last_ack
             first_line = ack.message.splitlines()[0] if ack.message else ""
             text.append(f"│ {'✓' if ack.ok else '✗'} {description}: {first_line}")
-        self.main_screen.query_one("#status-bar", Static).update(text)
+        show(self.main_screen.query_one("#status-bar", Static), text)
 
     # -- commands to the session ---------------------------------------------------------------
 
@@ -534,7 +567,7 @@ class GangaMonitorApp(App[int]):
     def watch_view_paused(self, paused: bool) -> None:
         self.screen.set_class(paused, "-frozen")
         if not paused:
-            self._repaint()
+            self._repaint(panels=True)
         self._show_status()
 
     def action_toggle_view_pause(self) -> None:
@@ -597,7 +630,8 @@ class GangaMonitorApp(App[int]):
         """Open the filter box; the table narrows as you type."""
         box = self.main_screen.query_one("#filter", Input)
         box.add_class("-open")
-        box.focus()
+        # Focus now, not at the next idle (Widget.focus): keys already queued go to the box.
+        self.main_screen.set_focus(box)
 
     def apply_filter(self, query: str) -> None:
         """Show only the jobs ``query`` matches (see the help screen for the words)."""
@@ -606,13 +640,18 @@ class GangaMonitorApp(App[int]):
             with box.prevent(Input.Changed):
                 box.value = query
         box.set_class(bool(query) or box.has_focus, "-open")
+        self._filter_query = query
         self.store.set_filter(JobFilter.parse(query))
         self.main_screen.query_one(JobTable).refresh_from_store(force=True)
         self._show_counts()
 
     @on(Input.Changed, "#filter")
     def filter_typed(self, event: Input.Changed) -> None:
-        self.apply_filter(event.value)
+        # Typed fast, several Changed wait in the queue: each carries the text of its time, the
+        # box has the latest. Applying an older one would set the box back and move its cursor.
+        query = event.input.value
+        if query != self._filter_query:
+            self.apply_filter(query)
 
     @on(Input.Submitted, "#filter")
     def filter_done(self) -> None:

@@ -10,8 +10,10 @@ from typing import Final
 
 from monitor_core import JobStatus, OpKind
 
-__all__ = ["GroupStats", "JobRow", "OpView", "Transition", "WarningKind"]
+__all__ = ["TEXT_ID", "GroupStats", "JobRow", "OpView", "Transition", "WarningKind"]
 
+TEXT_ID: Final = 1 << 62
+"""``JobRow.id_number`` of an id that is not a number (it sorts after every number)."""
 _RATE_WINDOW: Final = 120.0
 """Seconds of completions the ETA is estimated from."""
 
@@ -75,11 +77,17 @@ class JobRow:
     version: int = 0
     order: int = 0
     """Arrival position, the tie-breaker of every sort."""
-    id_key: tuple[int, str] = (0, "")
-    """Numeric ids sort as numbers, the rest after them as text."""
+    id_number: int = 0
+    """The id as a number, or ``TEXT_ID`` when it is not one (an int, not a key tuple: 56 bytes a job less)."""
 
     def __post_init__(self) -> None:
-        self.id_key = (int(self.job_id), "") if self.job_id.isdigit() else (1 << 62, self.job_id)
+        self.id_number = int(self.job_id) if self.job_id.isdigit() else TEXT_ID
+
+    @property
+    def id_key(self) -> tuple[int, str]:
+        """Numeric ids sort as numbers, the rest after them as text."""
+        number = self.id_number
+        return (number, "") if number != TEXT_ID else (number, self.job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +156,19 @@ class GroupStats:
 
     def rate(self, now: float) -> float:
         """Jobs finishing per second lately (0 when unknown)."""
-        recent = [t for t in self.finished_at if t >= now - _RATE_WINDOW]
-        if len(recent) < 2:
+        # Newest last: walk back only over the window, not the whole deque.
+        cutoff = now - _RATE_WINDOW
+        count = 0
+        first = now
+        for t in reversed(self.finished_at):
+            if t < cutoff:
+                break
+            count += 1
+            first = t
+        if count < 2:
             return 0.0
-        span = max(now - recent[0], 1.0)
-        return len(recent) / span
+        span = max(now - first, 1.0)
+        return count / span
 
     def eta(self, now: float) -> float | None:
         """Seconds until every job is final at the recent completion rate, or ``None``."""

@@ -54,7 +54,13 @@ class JobDetailScreen(Screen[None]):
             self.action_tail_output()
 
     def refresh_from_store(self) -> None:
-        """Redraw from the store (called by the app on new events)."""
+        """Redraw from the store (called by the app on new events).
+
+        A repaint can land between ``push_screen`` and the screen's compose; a screen not yet
+        mounted has nothing to redraw, and its own mount shows the job as it then is.
+        """
+        if not self.is_mounted:
+            return
         self.query_one(JobDetail).refresh_from_store()
 
     def action_collect_output(self) -> None:

@@ -211,5 +211,10 @@ class JobsView:
 
 def _ids_ascending(view: list[JobRow]) -> bool:
     # Jobs usually arrive in id order, so the common case skips a sort of every row.
-    keys = [row.id_key for row in view]
-    return all(a <= b for a, b in itertools.pairwise(keys))
+    # Numbers first (no key tuple built per row); a text id falls back to the full key.
+    for a, b in itertools.pairwise(view):
+        if a.id_number < b.id_number:
+            continue
+        if a.id_number > b.id_number or a.id_key > b.id_key:
+            return False
+    return True

@@ -1,8 +1,11 @@
-"""Short human forms of durations and ages for narrow columns."""
+"""Short human forms of durations and ages for narrow columns, and a quiet update of one-line statics."""
 
 from __future__ import annotations
 
-__all__ = ["age", "duration", "shorten"]
+from rich.text import Text
+from textual.widgets import Static
+
+__all__ = ["age", "duration", "show", "shorten"]
 
 
 def duration(seconds: float | None) -> str:
@@ -36,3 +39,15 @@ def shorten(name: str, width: int) -> str:
         return name[:width]
     head = (width - 1) // 2
     return name[:head] + "…" + name[len(name) - (width - 1 - head) :]
+
+
+def show(widget: Static, content: str | Text) -> bool:
+    """Put ``content`` on a one-line static if it differs from what it shows; True if it did.
+
+    An equal update would still cost Textual a repaint, and an update with layout a reflow
+    of the whole screen: these statics have fixed heights, so neither is needed.
+    """
+    if widget.content == content:
+        return False
+    widget.update(content, layout=False)
+    return True

@@ -9,7 +9,7 @@ from textual.widgets import Sparkline, Static
 from monitor_core import BackendRecord
 
 from ..job_store import JobStore
-from ._format import duration
+from ._format import duration, show
 
 __all__ = ["BackendRow", "BackendsPanel"]
 
@@ -57,11 +57,16 @@ class BackendRow(Horizontal):
             breaker=breaker,
             load=_load(record),
         )
-        self._left.update(left)
-        self._right.update(right)
+        show(self._left, left)
+        show(self._right, right)
         # An all-zero history would draw as a full bar; keep an on-time backend's line flat.
-        self._sparkline.data = [*history] if any(history) else [0.0, 0.0]
-        self._results.data = [*results] if any(results) else [0.0, 0.0]
+        lag_data = [*history] if any(history) else [0.0, 0.0]
+        results_data = [*results] if any(results) else [0.0, 0.0]
+        # A reactive set repaints even when equal; the histories move once a sample.
+        if self._sparkline.data != lag_data:
+            self._sparkline.data = lag_data
+        if self._results.data != results_data:
+            self._results.data = results_data
         self.set_class(lagging, "-lagging")
         self.set_class(record.breaker != "closed", "-breaker-open")
         self.set_class(record.paused, "-paused")

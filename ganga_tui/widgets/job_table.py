@@ -131,6 +131,8 @@ class JobTable(ScrollView, can_focus=True):
         self._generation = -1
         self._rebuild_gap = 0.0
         self._last_rebuild = float("-inf")
+        self._painted: tuple[object, ...] = ()
+        self._painted_second = 0
         self.rebuilds = 0
         """How many times the view was rebuilt (read by tests and the benchmark)."""
 
@@ -154,9 +156,22 @@ class JobTable(ScrollView, can_focus=True):
             self._sync_size()
             self._follow_cursor_job()
             self.refresh()
-        elif store.jobs_generation != self._generation:
-            self.refresh()
+        elif store.jobs_generation != self._generation or int(self.clock()) != self._painted_second:
+            # Some job changed, or a second passed (ages): repaint only if a visible row shows it.
+            signature = self._visible_signature()
+            if signature != self._painted:
+                self._painted = signature
+                self.refresh()
         self._generation = store.jobs_generation
+
+    def _visible_signature(self) -> tuple[object, ...]:
+        """What the visible rows show: each one's job and version, the cursor, the second."""
+        store = self.store
+        top = self.scroll_offset.y
+        bottom = min(store.row_count, top + max(1, self.scrollable_content_region.height - 1))
+        self._painted_second = int(self.clock())
+        rows = tuple((row.job_id, row.version) for row in map(store.get_row_at, range(top, bottom)))
+        return (rows, self.cursor_row, store.row_count, self._painted_second)
 
     def _sync_size(self) -> None:
         self.virtual_size = Size(0, self.store.row_count + 1)
@@ -224,6 +239,8 @@ class JobTable(ScrollView, can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         self._sync_size()
         self._cache.clear()
+        # Panels above grow as backends and groups appear; the cursor (End's last row) stays in view.
+        self._scroll_cursor_into_view()
 
     def on_focus(self) -> None:
         self.refresh()

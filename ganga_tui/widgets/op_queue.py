@@ -14,6 +14,8 @@ __all__ = ["OpQueue"]
 
 _SHOWN: Final = 80
 """Rows kept in the table; the rest are counted in the subtitle (a DataTable stays cheap this small)."""
+_MIN_GAP: Final = 0.25
+"""Seconds between repaints when no operation changed (ages and fading only)."""
 _COLUMNS: Final = (
     ("kind", "kind"),
     ("backend", "backend"),
@@ -48,6 +50,8 @@ class OpQueue(DataTable[Text | str | int]):
         self.store = store
         self._versions: dict[int, tuple[int, str]] = {}
         self._order: list[int] = []
+        self._generation = -1
+        self._painted_at = float("-inf")
 
     def on_mount(self) -> None:
         for label, key in _COLUMNS:
@@ -71,18 +75,22 @@ class OpQueue(DataTable[Text | str | int]):
 
     def refresh_from_store(self, now: float) -> None:
         """Bring the rows in line with the store's operations: live ones oldest first, then the fading."""
-        views = self.store.live_ops()
-        live = [view for view in views if not view.finished]
-        finished = sorted((view for view in views if view.finished), key=lambda v: -(v.finished_at or 0.0))
-        shown = (live + finished)[:_SHOWN]
+        store = self.store
+        # Ages move by the tenth of a second, fading by the half second: a repaint at most every
+        # _MIN_GAP, or at once when operations came, went or moved.
+        if store.ops_generation == self._generation and now - self._painted_at < _MIN_GAP:
+            return
+        self._generation = store.ops_generation
+        self._painted_at = now
+        shown = store.op_view.shown(_SHOWN)
         order = [view.op_id for view in shown]
-        kept = [op_id for op_id in self._order if op_id in set(order)]
+        wanted = set(order)
+        kept = [op_id for op_id in self._order if op_id in wanted]
         if kept != order[: len(kept)]:
             # Something moved (an operation finished); 80 rows rebuild in well under a frame.
             self.clear()
             self._versions.clear()
             self._order = []
-        wanted = set(order)
         for op_id in [op_id for op_id in self._versions if op_id not in wanted]:
             self.remove_row(str(op_id))
             del self._versions[op_id]
@@ -98,7 +106,9 @@ class OpQueue(DataTable[Text | str | int]):
                     self.update_cell(str(view.op_id), key, value)
             self._versions[view.op_id] = signature
         self._order = order
-        queued = sum(1 for view in live if view.state == "queued")
-        flying = sum(1 for view in live if view.state == "in_flight")
-        more = f", {len(views) - len(shown)} more" if len(views) > len(shown) else ""
-        self.border_title = f"operations: {flying} in flight, {queued} queued{more}"
+        states = store.op_view.live_states
+        total = len(store.ops)
+        more = f", {total - len(shown)} more" if total > len(shown) else ""
+        title = f"operations: {states['in_flight']} in flight, {states['queued']} queued{more}"
+        if title != self.border_title:
+            self.border_title = title

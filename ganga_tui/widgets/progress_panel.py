@@ -54,6 +54,12 @@ def stacked_bar(counts: dict[JobStatus, int], total: int, width: int) -> list[tu
     return [(name, n) for (name, _), n in zip(sizes, cells, strict=True) if n]
 
 
+_PART_STATUSES: Final = tuple(statuses[0] for _, statuses in _PARTS)
+"""One status standing for each part (``stacked_bar`` sums the parts' statuses)."""
+_Line = tuple[str, tuple[int, ...], int, str, str]
+"""label, jobs per part, total, "final/total", ETA."""
+
+
 class ProgressPanel(Widget):
     """Overall progress on the first line, then one line per group when there is room."""
 
@@ -82,23 +88,44 @@ class ProgressPanel(Widget):
         self.clock = clock
         self.show_groups = groups
         """Whether a line per group follows the overall one."""
+        self._shown: tuple[tuple[_Line, ...], str | None] | None = None
+        """The lines last drawn, and the collect bound's text."""
 
-    def _bar(self, stats: GroupStats, width: int) -> Text:
+    def _bar(self, parts: tuple[int, ...], total: int, width: int) -> Text:
         text = Text()
-        for part, cells in stacked_bar(dict(stats.counts), stats.total, width):
+        counts = dict(zip(_PART_STATUSES, parts, strict=True))
+        for part, cells in stacked_bar(counts, total, width):
             text.append("█" * cells, style=self.get_component_rich_style(f"progress--{part}"))
-        if not stats.total:
+        if not total:
             text.append("·" * width, style=self.get_component_rich_style("progress--waiting"))
         return text
 
-    def _eta(self, stats: GroupStats, now: float) -> str:
-        eta = stats.eta(now)
-        if stats.total and stats.final == stats.total:
+    @staticmethod
+    def _eta(stats: GroupStats, final: int, now: float) -> str:
+        if stats.total and final == stats.total:
             return "done"
+        eta = stats.eta(now)
         return "?" if eta is None else f"~{duration(eta)}"
 
-    def render(self) -> RenderableType:
+    def _line(self, label: str, stats: GroupStats, now: float) -> _Line:
+        counts = stats.counts
+        parts = tuple(sum(counts.get(s, 0) for s in statuses) for _, statuses in _PARTS)
+        total = sum(parts)
+        final = parts[0] + parts[1]
+        return (label, parts, total, f"{final}/{total}", self._eta(stats, final, now))
+
+    def _lines(self) -> tuple[tuple[_Line, ...], str | None]:
         now = self.clock()
+        lines = [self._line("all jobs", self.store.overall(), now)]
+        if self.show_groups:
+            lines += [self._line(name or "(no group)", group, now) for name, group in sorted(self.store.groups.items())]
+        bound = None if self.show_groups else self.store.collect_bound()
+        return tuple(lines), None if bound is None else f"collect ≥{duration(bound)}"
+
+    def render(self) -> RenderableType:
+        if self._shown is None:
+            self._shown = self._lines()
+        lines, bound = self._shown
         label_width = 14
         width = max(6, self.size.width - label_width - 9 - 6 - 3)
         table = Table.grid(padding=(0, 1))
@@ -106,27 +133,31 @@ class ProgressPanel(Widget):
         table.add_column(no_wrap=True)
         table.add_column(justify="right", no_wrap=True, width=9)
         table.add_column(justify="right", no_wrap=True, width=6)
-        overall = self.store.overall()
-        bound = None if self.show_groups else self.store.collect_bound()
         if bound is not None:
             # The best the service's allowance permits for the queued outputs, beside the plan's ETA.
             table.add_column(justify="left", no_wrap=True, width=16)
             width = max(6, width - 17)
-        stats_rows = [("all jobs", overall)]
-        if self.show_groups:
-            stats_rows += [(name or "(no group)", group) for name, group in sorted(self.store.groups.items())]
-        for label, stats in stats_rows:
+        for label, parts, total, done, eta in lines:
             cells: list[RenderableType] = [
                 Text(shorten(label, label_width), style="bold" if label == "all jobs" else ""),
-                self._bar(stats, width),
-                f"{stats.final}/{stats.total}",
-                self._eta(stats, now),
+                self._bar(parts, total, width),
+                done,
+                eta,
             ]
             if bound is not None:
-                cells.append(Text(f"collect ≥{duration(bound)}", style="dim"))
+                cells.append(Text(bound, style="dim"))
             table.add_row(*cells)
         return table
 
     def refresh_from_store(self) -> None:
-        """Redraw, and resize when the number of groups changed."""
-        self.refresh(layout=self.show_groups)
+        """Redraw when what is shown changed (counts, ETAs, the bound); resize when groups came or went.
+
+        A Rich table of bars per group costs a render and, with its height unknown to Textual, a
+        layout pass: neither is spent on a frame that would draw the same lines.
+        """
+        shown = self._lines()
+        if shown == self._shown:
+            return
+        grew = self._shown is None or len(shown[0]) != len(self._shown[0])
+        self._shown = shown
+        self.refresh(layout=self.show_groups and grew)

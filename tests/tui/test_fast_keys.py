@@ -1,0 +1,75 @@
+"""Keys that arrive while the app is busy.
+
+The detail opens safely mid-repaint, typed text reaches the filter, End stays at the end.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.widgets import Input, Static
+
+from ganga_tui.app import GangaMonitorApp
+from ganga_tui.screens.job_detail import JobDetailScreen
+from ganga_tui.widgets.job_detail import JobDetail
+from ganga_tui.widgets.job_table import JobTable
+from monitor_core import JobChanged, JobStatus
+
+from .conftest import settle, wait_for
+from .fixed_data import NOW, FixedSource, frozen_clock, session_events
+
+SIZE = (120, 40)
+
+
+async def test_repaints_between_opening_the_detail_and_its_compose_leave_it_alone() -> None:
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # Enter pushes the screen; its compose runs later, on its own message loop. A fold of
+        # new events and the 1 s tick can both repaint in between.
+        app.open_job("3")
+        screen = app.screen
+        assert isinstance(screen, JobDetailScreen)
+        assert not screen.is_mounted
+        app.pending.append(
+            JobChanged(
+                at=NOW, job_id="16", backend="dirac-sim", old=JobStatus.RUNNING, new=JobStatus.FAILED, source="poll"
+            )
+        )
+        app.fold_pending()
+        app.update_view()
+        await wait_for(pilot, lambda: screen.is_mounted)
+        assert app.return_code is None
+        assert screen.query_one(JobDetail).job_id == "3"
+        app.update_view()  # once composed, it is repainted as before
+        await pilot.press("escape")
+        assert app.screen is app.main_screen
+        assert app.store.counts[JobStatus.FAILED] == 9
+
+
+async def test_text_typed_right_after_slash_goes_to_the_filter_box() -> None:
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # As a terminal delivers "/batch" typed fast: every key queued before the app reads one.
+        for key, character in [("slash", "/"), *((c, c) for c in "batch")]:
+            app.post_message(events.Key(key, character))
+        box = app.main_screen.query_one("#filter", Input)
+        await wait_for(pilot, lambda: box.value == "batch")
+        assert app.focused is box
+        assert app.store.filter.backends == frozenset()  # "b" did not cycle the backend filter
+        await pilot.press("slash")
+        assert box.value == "batch/"  # in the box, "/" is text
+
+
+async def test_end_keeps_the_last_row_on_screen_when_the_table_shrinks() -> None:
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        jobs = app.main_screen.query_one(JobTable)
+        await pilot.press("end")
+        # Panels above the table grow after start (backends and groups appear): two lines fewer.
+        app.main_screen.query_one("#counts", Static).styles.height = 3
+        await pilot.pause()
+        await pilot.pause()
+        last_line = jobs.render_line(jobs.scrollable_content_region.height - 1).text
+        assert last_line.split()[0] == "60"
