@@ -24,9 +24,7 @@ from monitor_core.transports import decode_event, encode_event, event_to_data
 from monitor_core.transports._codec import EncodedEvents
 
 JOB = JobRecord(job_id="7", backend="dirac-sim", status=JobStatus.RUNNING, name="j", group="g", backend_id="42")
-OP = OpRecord(
-    op_id=3, kind=OpKind.POLL, backend="dirac-sim", job_ids=("7", "8"), state=OpState.QUEUED, enqueued_at=1.5
-)
+OP = OpRecord(op_id=3, kind=OpKind.POLL, backend="dirac-sim", job_ids=("7", "8"), state=OpState.QUEUED, enqueued_at=1.5)
 EVENTS: list[Event] = [
     JobAdded(at=1.0, job=JOB),
     JobChanged(
@@ -35,7 +33,7 @@ EVENTS: list[Event] = [
     OpQueued(at=3.0, op=OP),
     LagSampled(at=4.0, backend=BackendRecord(name="local", lag=0.25, max_calls_per_minute=None)),
     Rescheduled(at=5.0, backend="local", next_poll_at=9.5, job_ids=("1", "2")),
-    CommandAcked(at=6.0, command_id="c1", ok=False, message="caf\u00e9 \"quoted\""),
+    CommandAcked(at=6.0, command_id="c1", ok=False, message='caf\u00e9 "quoted"'),
     Snapshot(at=7.0, session="s", jobs=(JOB,), ops=(OP,), backends=(BackendRecord(name="x"),), counters={"a": 1}),
 ]
 
