@@ -354,6 +354,7 @@ class MonitorSession:
         assert self.store is not None
         collected = await self.store.collected_outputs()
         self.scheduler.outputs_collected.update(collected)
+        known: list[Job] = []
         for job in restored:
             if job.backend not in self.scheduler.lanes:
                 log.error("job %s belongs to backend %s, which this session does not run", job.job_id, job.backend)
@@ -361,7 +362,8 @@ class MonitorSession:
             if grid_lost and job.backend.startswith("dirac-sim") and job.status.is_active:
                 # The grid and its journal are gone: say so, do not guess.
                 job.status, job.info = JobStatus.UNKNOWN, "the simulated grid lost its jobs before the session resumed"
-            self.scheduler.track(job, source="restore")
+            known.append(job)
+        await self.scheduler.track_all(known, source="restore")
 
     async def _stop(self, reason: str) -> None:
         if self.scheduler is not None:
