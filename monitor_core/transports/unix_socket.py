@@ -299,7 +299,10 @@ class SocketServer:
         execute: carries out a validated command; ``None`` refuses every command.
         read_only: refuse every command (a shared screen).
         description: one line about the session, shown by discovery.
-        max_pending: each viewer's buffer before rebuildable events are coalesced.
+        max_pending: each viewer's buffer before rebuildable events are coalesced. Sized for a
+            burst of 100,000 jobs: the buffer holds references to events shared by every
+            viewer, while each resync builds and encodes a snapshot of every job and
+            operation on the loop (seconds and tens of MB at 100,000 jobs).
         hard_limit: buffered job changes after which a viewer is dropped (it resyncs).
 
     Raises:
@@ -315,7 +318,7 @@ class SocketServer:
         execute: Executor | None = None,
         read_only: bool = False,
         description: str = "",
-        max_pending: int = 10_000,
+        max_pending: int = 250_000,
         hard_limit: int = 500_000,
     ) -> None:
         self.bus = bus
