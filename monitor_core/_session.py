@@ -262,7 +262,8 @@ class MonitorSession:
                 failure_rate=config.failure_rate,
                 seed=config.seed,
             )
-            specs = generate_workload(workload)
+            # Drawing 100,000 jobs takes seconds: off the loop, which already serves the grid's workers.
+            specs = await asyncio.to_thread(generate_workload, workload)
             if self.diracx is not None:
                 self.diracx.expect([s for s in specs if s.backend == "diracx"])
             self.planned = len(specs)
