@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections import OrderedDict
 from typing import Any, Final
 
 import pydantic
@@ -162,7 +163,8 @@ class EncodedEvents:
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._cache: dict[int, tuple[Event, bytes]] = {}
+        # Ordered for a cheap eviction of the oldest (``next(iter(dict))`` skips every deleted slot).
+        self._cache: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -181,7 +183,7 @@ class EncodedEvents:
         cache = self._cache
         cache[key] = (event, message)
         if len(cache) > self._size:
-            del cache[next(iter(cache))]
+            cache.popitem(last=False)
         return message
 
 
