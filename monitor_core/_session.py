@@ -10,6 +10,7 @@ killed session as a real grid does, and the resumed session finds it there again
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -281,6 +282,10 @@ class MonitorSession:
                     self.scheduler.track(job, source="restore")
                     self.planned += 1
         self._all_tracked = True
+        # Every job, spec and index made so far lives as long as the session: out of the
+        # collector's sight, a full collection no longer walks them (a 5 s stall of the loop
+        # at 100,000 jobs, measured).
+        gc.freeze()
 
     async def _submit_unrecorded(self, recorded: set[str]) -> None:
         """Submit the planned jobs an earlier session was killed before recording."""
