@@ -186,6 +186,25 @@ class Lane(OutputCollection):
         if self._schedule(job.job_id, due) and announce:
             self._announce(due, (job.job_id,))
 
+    def activate_many(self, entries: Iterable[tuple[str, float]]) -> None:
+        """Index many active jobs, each due at its monotonic time: one heap entry per due time."""
+        active, in_ops, due_at = self.active, self._in_ops, self._due_at
+        by_due: dict[float, list[str]] = {}
+        for job_id, due in entries:
+            active.add(job_id)
+            if in_ops.get(job_id):
+                continue
+            due_at[job_id] = due
+            members = by_due.get(due)
+            if members is None:
+                by_due[due] = [job_id]
+            else:
+                members.append(job_id)
+        for due, job_ids in by_due.items():
+            heapq.heappush(self._due, (due, next(self._seq), tuple(job_ids)))
+        if by_due:
+            self._wakeup.set()
+
     def deactivate(self, job_id: str) -> None:
         """Drop a job that needs no more polling (its heap entry goes stale)."""
         self.active.discard(job_id)
@@ -212,6 +231,10 @@ class Lane(OutputCollection):
         return self._context.policy.interval(
             job, self.base_interval, self._clock.wall_now(), self._book.groups.get(job.group)
         )
+
+    def interval_at(self, job: Job, wall: float) -> float:
+        """:meth:`interval` at a given wall-clock time (one clock reading for a batch of jobs)."""
+        return self._context.policy.interval(job, self.base_interval, wall, self._book.groups.get(job.group))
 
     def _next_due(self, job: Job, now: float) -> float:
         return now + self.interval(job)

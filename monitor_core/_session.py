@@ -10,6 +10,7 @@ killed session as a real grid does, and the resumed session finds it there again
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -262,7 +263,8 @@ class MonitorSession:
                 failure_rate=config.failure_rate,
                 seed=config.seed,
             )
-            specs = generate_workload(workload)
+            # Drawing 100,000 jobs takes seconds: off the loop, which already serves the grid's workers.
+            specs = await asyncio.to_thread(generate_workload, workload)
             if self.diracx is not None:
                 self.diracx.expect([s for s in specs if s.backend == "diracx"])
             self.planned = len(specs)
@@ -280,6 +282,10 @@ class MonitorSession:
                     self.scheduler.track(job, source="restore")
                     self.planned += 1
         self._all_tracked = True
+        # Every job, spec and index made so far lives as long as the session: out of the
+        # collector's sight, a full collection no longer walks them (a 5 s stall of the loop
+        # at 100,000 jobs, measured).
+        gc.freeze()
 
     async def _submit_unrecorded(self, recorded: set[str]) -> None:
         """Submit the planned jobs an earlier session was killed before recording."""
@@ -354,6 +360,7 @@ class MonitorSession:
         assert self.store is not None
         collected = await self.store.collected_outputs()
         self.scheduler.outputs_collected.update(collected)
+        known: list[Job] = []
         for job in restored:
             if job.backend not in self.scheduler.lanes:
                 log.error("job %s belongs to backend %s, which this session does not run", job.job_id, job.backend)
@@ -361,7 +368,8 @@ class MonitorSession:
             if grid_lost and job.backend.startswith("dirac-sim") and job.status.is_active:
                 # The grid and its journal are gone: say so, do not guess.
                 job.status, job.info = JobStatus.UNKNOWN, "the simulated grid lost its jobs before the session resumed"
-            self.scheduler.track(job, source="restore")
+            known.append(job)
+        await self.scheduler.track_all(known, source="restore")
 
     async def _stop(self, reason: str) -> None:
         if self.scheduler is not None:

@@ -233,10 +233,12 @@ class SessionStore:
         # batch goes back, under anything marked since (the same job objects, so no loss).
         jobs, self._dirty = self._dirty, {}
         outputs, self._outputs = self._outputs, {}
-        rows = [_row(job) for job in jobs.values()]
+        batch = list(jobs.values())
         records = [(job_id, at, json.dumps(list(files))) for job_id, (at, files) in outputs.items()]
         try:
-            await self._run(lambda: self._write(rows, records))
+            # The rows are read on the store's thread, off the loop: a burst marks 100,000 jobs.
+            # A job the loop changes meanwhile is marked dirty again, so the next flush writes it whole.
+            await self._run(lambda: self._write([_row(job) for job in batch], records))
         except _STORE_FAULTS as exc:
             self._dirty = jobs | self._dirty
             self._outputs = outputs | self._outputs

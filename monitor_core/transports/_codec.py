@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections import OrderedDict
 from typing import Any, Final
 
 import pydantic
@@ -38,6 +39,7 @@ from .._events import (
 __all__ = [
     "COMMAND_TYPES",
     "EVENT_TYPES",
+    "EncodedEvents",
     "MAX_COMMAND_BYTES",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
@@ -95,16 +97,42 @@ class WireError(ValueError):
         self.kind = kind
 
 
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+"""Field names per dataclass, read once: ``dataclasses.fields`` per value was the encoder's main cost."""
+
+
+def _field_names(cls: type[Any]) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
+
+
 def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    cls = type(value)
+    if value is None or cls is str or cls is float or cls is int or cls is bool:
+        return value
     if isinstance(value, enum.Enum):
         return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _plain(getattr(value, name)) for name in _field_names(cls)}
     if isinstance(value, (tuple, list)):
         return [_plain(item) for item in value]
     if isinstance(value, dict):
         return {str(key): _plain(item) for key, item in value.items()}
     return value
+
+
+def _json_default(value: Any) -> Any:
+    """What the JSON encoder cannot write by itself: a dataclass (as its fields) or an enum."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: getattr(value, name) for name in _field_names(type(value))}
+    raise TypeError(f"{type(value).__name__} cannot be put on the wire")
+
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=_json_default)
 
 
 def event_to_data(event: Event) -> dict[str, Any]:
@@ -113,8 +141,50 @@ def event_to_data(event: Event) -> dict[str, Any]:
 
 
 def encode_event(event: Event) -> bytes:
-    """One event as a compact JSON document (no trailing newline)."""
-    return json.dumps(event_to_data(event), separators=(",", ":")).encode()
+    """One event as a compact JSON document (no trailing newline): ``event_to_data`` written out.
+
+    The C encoder walks the event itself and asks :func:`_json_default` only for dataclasses
+    and enums, so no intermediate tree of dicts is built per event.
+    """
+    return _ENCODER.encode({"v": SCHEMA_VERSION, "type": type(event).__name__, "data": event}).encode()
+
+
+class EncodedEvents:
+    """Each event's encoded bytes, made once and shared by every reader of the same event object.
+
+    The bus hands the same event object to every subscription, so a session serving several
+    viewers encodes an event once instead of once per viewer. Entries are keyed by the
+    object's identity and keep the object alive, so an id is never reused while cached; the
+    oldest go first past ``size``.
+
+    Args:
+        size: events kept; a viewer further behind than this re-encodes what it reads.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        # Ordered for a cheap eviction of the oldest (``next(iter(dict))`` skips every deleted slot).
+        self._cache: OrderedDict[int, tuple[Event, bytes]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def encode(self, event: Event) -> bytes:
+        """The event as :func:`encode_event` writes it, from the cache when another reader asked first."""
+        key = id(event)
+        entry = self._cache.get(key)
+        if entry is not None and entry[0] is event:
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        message = encode_event(event)
+        cache = self._cache
+        cache[key] = (event, message)
+        if len(cache) > self._size:
+            cache.popitem(last=False)
+        return message
 
 
 def encode_command(command: Command) -> bytes:

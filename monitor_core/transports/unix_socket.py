@@ -31,9 +31,9 @@ from typing import Final
 
 from .._bus import EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
 from .._commands import Command
-from .._events import CommandAcked, Event
-from ._codec import MAX_COMMAND_BYTES, WireError, command_id_of, decode_command, encode_event
-from ._framing import FrameError, encode_frame, read_frame
+from .._events import CommandAcked, Event, Snapshot
+from ._codec import MAX_COMMAND_BYTES, EncodedEvents, WireError, command_id_of, decode_command, encode_event
+from ._framing import HEADER, FrameError, read_frame
 
 __all__ = [
     "DiscoveredSession",
@@ -237,19 +237,30 @@ class _Client:
         return ClientStatistics(self.name, self.pid, self.subscription.statistics(), self.frames_sent, self.commands)
 
     def send(self, message: bytes) -> None:
-        # One write per frame keeps frames whole however the two tasks interleave.
-        self.writer.write(encode_frame(message))
+        # Header and body written with no await between them keep frames whole however the
+        # two tasks interleave, without copying a snapshot's megabytes into one buffer.
+        self.writer.write(HEADER.pack(len(message)))
+        self.writer.write(message)
         self.frames_sent += 1
 
     async def pump_events(self) -> None:
-        """Copy the subscription to the socket, in batches, waiting for the socket to drain."""
+        """Copy the subscription to the socket, in batches, waiting for the socket to drain.
+
+        An event is encoded once for every viewer (the server's :class:`EncodedEvents`); a
+        snapshot, this viewer's own and megabytes long at 100,000 jobs, is encoded on a worker
+        thread so the loop keeps running meanwhile (it is immutable, so that is safe).
+        """
+        encoded = self.server.encoded
         while True:
             try:
                 event: Event | None = await self.subscription.receive()
             except SubscriptionClosed:
                 return
             while event is not None:
-                self.send(encode_event(event))
+                if isinstance(event, Snapshot):
+                    self.send(await asyncio.to_thread(encode_event, event))
+                else:
+                    self.send(encoded.encode(event))
                 event = self.subscription.receive_nowait()
             await self.writer.drain()
 
@@ -288,7 +299,10 @@ class SocketServer:
         execute: carries out a validated command; ``None`` refuses every command.
         read_only: refuse every command (a shared screen).
         description: one line about the session, shown by discovery.
-        max_pending: each viewer's buffer before rebuildable events are coalesced.
+        max_pending: each viewer's buffer before rebuildable events are coalesced. Sized for a
+            burst of 100,000 jobs: the buffer holds references to events shared by every
+            viewer, while each resync builds and encodes a snapshot of every job and
+            operation on the loop (seconds and tens of MB at 100,000 jobs).
         hard_limit: buffered job changes after which a viewer is dropped (it resyncs).
 
     Raises:
@@ -304,7 +318,7 @@ class SocketServer:
         execute: Executor | None = None,
         read_only: bool = False,
         description: str = "",
-        max_pending: int = 10_000,
+        max_pending: int = 250_000,
         hard_limit: int = 500_000,
     ) -> None:
         self.bus = bus
@@ -322,6 +336,8 @@ class SocketServer:
         self._commands_ok = 0
         self._commands_refused = 0
         self._rejected: Counter[str] = Counter()
+        self.encoded = EncodedEvents()
+        """Each event's bytes, shared by every viewer."""
 
     @property
     def info_path(self) -> Path:

@@ -10,6 +10,8 @@ import pytest
 from monitor_core import (
     BreakerChanged,
     Event,
+    Job,
+    JobAdded,
     JobChanged,
     JobStatus,
     OpFinished,
@@ -259,3 +261,34 @@ async def test_fetch_failures_are_retried_until_the_output_arrives(make_schedule
         recorder.stop()
     assert job.status == JobStatus.COMPLETED
     assert scheduler.counters["outputs_collected"] == 1
+
+
+async def test_tracking_in_bulk_does_what_tracking_one_by_one_does(make_scheduler: MakeScheduler) -> None:
+    def jobs(first: int, count: int) -> list[Job]:
+        return [
+            Job(job_id=str(n), backend="grid", backend_id=f"b{n}", status=JobStatus.SUBMITTED, status_since=1.0)
+            for n in range(first, first + count)
+        ]
+
+    backend = ScriptedBackend("grid", caps=Capabilities(max_batch=1000, max_concurrency=1, poll_interval=3600.0))
+    async with make_scheduler([backend]) as scheduler:
+        recorder = Recorder(scheduler.bus.subscribe())
+        for job in jobs(1, 3):
+            scheduler.track(job)
+        bulk = jobs(4, 2000)
+        scheduler.track_many(bulk[:1000])
+        await scheduler.track_all(bulk[1000:])
+        with pytest.raises(ValueError, match="already tracked"):
+            scheduler.track_many(jobs(2004, 1) + jobs(1, 1))  # the second id is taken
+        await asyncio.sleep(0)
+        lane = scheduler.lane("grid")
+        assert lane.active == {str(n) for n in range(1, 2005)}
+        added = {e.job.job_id: e.job for e in recorder.of(JobAdded)}  # type: ignore[attr-defined]
+        assert set(added) == lane.active
+        # Every job has a due time, announced in its JobAdded, and the jobs due together share a heap entry.
+        for job_id, record in added.items():
+            due = lane.next_poll_at(job_id)
+            assert due is not None
+            assert record.next_poll_at == pytest.approx(scheduler.wall(due))
+        assert len(lane._due) < 2004 / 100
+        recorder.stop()

@@ -41,7 +41,7 @@ from monitor_core.transports.unix_socket import (
 )
 
 from .conftest import sim_command
-from .helpers import Watched, next_item, read_summary, spawn, stream_of, wait_for, wait_process, watch
+from .helpers import Stream, Watched, read_summary, spawn, stream_of, wait_for, wait_process, watch
 
 FAST = Backoff(base=0.05, cap=0.3)
 
@@ -335,6 +335,12 @@ async def test_discovery_lists_live_sessions_and_removes_stale_sockets(run_dir: 
         assert [item.session for item in await asyncio.to_thread(discover_sessions, run_dir)] == ["dead"]
 
 
+async def drain(stream: Stream) -> None:
+    """Read a stream until it ends (so that command acknowledgements are read)."""
+    async for _ in stream:
+        pass
+
+
 async def test_read_only_server_refuses_commands(run_dir: Path) -> None:
     async with MonitorSession(
         SessionConfig(state_dir=run_dir / "state", jobs=2, backends=("local",), local_mean_duration=0.2)
@@ -352,7 +358,8 @@ async def test_read_only_server_refuses_commands(run_dir: Path) -> None:
             stream = stream_of(source)
             await anext(stream)
             await anext(stream)
-            reader = asyncio.create_task(next_item(stream))
+            # Acks are read while the stream is read: keep reading, whatever job events come first.
+            reader = asyncio.create_task(drain(stream))
             ack = await source.send(TailOutput(job_id="1"))
             assert not ack.ok
             assert ack.message == "this session is read-only"

@@ -1,0 +1,59 @@
+"""Encoding events: the fast writer says exactly what the wire form says, and once per event."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monitor_core._events import (
+    BackendRecord,
+    CommandAcked,
+    Event,
+    JobAdded,
+    JobChanged,
+    JobRecord,
+    LagSampled,
+    OpQueued,
+    OpRecord,
+    Rescheduled,
+    Snapshot,
+)
+from monitor_core._model import JobStatus, OpKind, OpState
+from monitor_core.transports import decode_event, encode_event, event_to_data
+from monitor_core.transports._codec import EncodedEvents
+
+JOB = JobRecord(job_id="7", backend="dirac-sim", status=JobStatus.RUNNING, name="j", group="g", backend_id="42")
+OP = OpRecord(op_id=3, kind=OpKind.POLL, backend="dirac-sim", job_ids=("7", "8"), state=OpState.QUEUED, enqueued_at=1.5)
+EVENTS: list[Event] = [
+    JobAdded(at=1.0, job=JOB),
+    JobChanged(
+        at=2.0, job_id="7", backend="dirac-sim", old=JobStatus.RUNNING, new=JobStatus.FAILED, source="poll", exit_code=3
+    ),
+    OpQueued(at=3.0, op=OP),
+    LagSampled(at=4.0, backend=BackendRecord(name="local", lag=0.25, max_calls_per_minute=None)),
+    Rescheduled(at=5.0, backend="local", next_poll_at=9.5, job_ids=("1", "2")),
+    CommandAcked(at=6.0, command_id="c1", ok=False, message='caf\u00e9 "quoted"'),
+    Snapshot(at=7.0, session="s", jobs=(JOB,), ops=(OP,), backends=(BackendRecord(name="x"),), counters={"a": 1}),
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda event: type(event).__name__)
+def test_encoding_writes_the_wire_form_and_decodes_back(event: Event) -> None:
+    message = encode_event(event)
+    assert message == json.dumps(event_to_data(event), separators=(",", ":")).encode()
+    assert decode_event(message) == event
+
+
+def test_an_event_is_encoded_once_for_every_reader() -> None:
+    encoded = EncodedEvents(size=2)
+    first, second, third = EVENTS[:3]
+    assert encoded.encode(first) is encoded.encode(first)
+    assert (encoded.hits, encoded.misses) == (1, 1)
+    # An equal event that is another object is encoded on its own (identity, not equality).
+    twin = JobAdded(at=1.0, job=JOB)
+    assert encoded.encode(twin) == encoded.encode(first)
+    encoded.encode(second)
+    encoded.encode(third)
+    assert len(encoded) == 2
+    assert encoded.encode(first) == encode_event(first)
