@@ -202,8 +202,8 @@ async def run(scenario: Scenario, model: str, seed: int = 3) -> dict[str, Any]:
             )
             await scheduler.__aenter__()
             now = time.time()
-            for k in range(jobs):
-                scheduler.track(
+            await scheduler.track_all(
+                [
                     Job(
                         job_id=str(k + 1),
                         backend=LANE.name,
@@ -212,14 +212,18 @@ async def run(scenario: Scenario, model: str, seed: int = 3) -> dict[str, Any]:
                         status=JobStatus.RUNNING,
                         status_since=now,
                         last_confirmed=now,
-                    ),
-                    source="restore",
-                )
+                    )
+                    for k in range(jobs)
+                ],
+                source="restore",
+            )
         else:
             from array import array
 
             recorder = Recorder(array("d", finish), array("B", bytes(jobs)), 1)
-            ganga = build_model(model, [submitted], bus, recorder, workdir)
+            # At the same poll interval as ours: the comparison is of the loops, not of their rates.
+            spec = {"intervals": {LANE.name: LANE.interval}, "status_dir": str(workdir / "status")}
+            ganga = build_model(model, [submitted], bus, recorder, workdir, spec)
             await ganga.start()
             await ganga.track()
         deadline = start + scenario.window

@@ -26,8 +26,8 @@ def _passes(result: subprocess.CompletedProcess[str]) -> None:
         pytest.fail(f"{' '.join(result.args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"[-20_000:])
 
 
-def test_mypy_strict_passes_on_monitor_core_and_ganga_tui() -> None:
-    # The files checked (monitor_core and ganga_tui) and --strict come from pyproject's [tool.mypy].
+def test_mypy_strict_passes_on_monitor_core_ganga_tui_and_benchmarks() -> None:
+    # The files checked (monitor_core, ganga_tui, benchmarks) and --strict come from pyproject's [tool.mypy].
     _passes(_run(sys.executable, "-m", "mypy"))
 
 

@@ -79,23 +79,22 @@ class SchedulerModel:
                 await asyncio.gather(*(backend.runner.call("call", "ping") for _ in range(size)))
 
     async def track(self) -> None:
-        """Hand every job to the scheduler as already running, due now."""
+        """Hand every job to the scheduler as already running, due now (in bulk, as a resumed session does)."""
         now = time.time()
-        index = 0
+        jobs: list[Job] = []
         for submitted in self.lanes:
             for k in range(submitted.count):
-                index += 1
-                self.scheduler.track(
+                jobs.append(
                     Job(
-                        job_id=str(index),
+                        job_id=str(len(jobs) + 1),
                         backend=submitted.lane.name,
                         backend_id=str(submitted.first_id + k),
                         status=JobStatus.RUNNING,
                         status_since=now,
                         last_confirmed=now,
-                    ),
-                    source="restore",
+                    )
                 )
+        await self.scheduler.track_all(jobs, source="restore")
 
     async def stop(self) -> None:
         await self.scheduler.aclose()

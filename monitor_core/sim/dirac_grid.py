@@ -37,7 +37,7 @@ from ._dirac_service import DiracSimConfig, DiracSimService, ServiceError
 from ._grid_jobs import GridConfig, GridJobs
 from .dirac_server import DiracSimServer
 
-__all__ = ["FIRST_GRID_ID", "DiracGridProcess", "DiracGridServer", "main"]
+__all__ = ["FIRST_GRID_ID", "DiracGridProcess", "DiracGridServer", "GridConfig", "main"]
 
 FIRST_GRID_ID: Final = 5_000_001
 """Grid jobs get ids from here, apart from the simulated service's own jobs."""
