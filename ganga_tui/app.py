@@ -71,8 +71,8 @@ _FRAME: Final = 1 / 30
 """At most one fold (and one repaint) per this many seconds."""
 _FOLD_BUDGET: Final = 0.02
 """Seconds of folding per frame; the rest waits for the next frame."""
-_FOLD_SLICE: Final = 2048
-"""Events folded between two looks at the clock."""
+_FOLD_SLICE: Final = 256
+"""Events folded between two looks at the clock (small enough that a key waits at most a slice past the budget)."""
 _BEHIND_MARK: Final = 5_000
 """Events waiting before the status bar says the view is behind."""
 BEHIND_LIMIT: Final = 200_000
@@ -351,7 +351,7 @@ class GangaMonitorApp(App[int]):
     @property
     def caught_up(self) -> bool:
         """Everything read so far is folded in and shown."""
-        return not self.pending and not self._fold_scheduled and not self._awaiting_snapshot
+        return not self.pending and not self._fold_scheduled and not self._awaiting_snapshot and not self._panels_due
 
     @property
     def behind(self) -> int:
@@ -415,8 +415,6 @@ class GangaMonitorApp(App[int]):
             self.set_timer(_PANEL_GAP - since, self._repaint_panels, name="tui.panels")
         with self.batch_update():
             self.main_screen.query_one(JobTable).refresh_from_store()
-            self._show_counts()
-            self._show_status()
             screen = self.screen
             refresh = getattr(screen, "refresh_from_store", None)
             if refresh is not None and screen is not self.screen_stack[0] and screen.is_mounted:
@@ -429,6 +427,10 @@ class GangaMonitorApp(App[int]):
         if not self.screen_stack or self.view_paused:
             return
         with self.batch_update():
+            # The counts and status lines change with every fold in a flood; like the panels, they
+            # are redrawn at most every _PANEL_GAP (a user's action redraws them at once).
+            self._show_counts()
+            self._show_status()
             self.main_screen.query_one(BackendsPanel).refresh_from_store()
             self.main_screen.query_one("#overall", ProgressPanel).refresh_from_store()
             self.main_screen.query_one("#groups", ProgressPanel).refresh_from_store()
