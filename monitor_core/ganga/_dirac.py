@@ -33,7 +33,7 @@ from .._model import JobStatus
 from ..backends._base import BackendError, Capabilities, FetchResult, PollResult, Rejection, StatusReport
 from ..backends._runners import MAX_FRAME, CallRunner, ProcessRunner, _Worker
 from ._backend import GangaBackend, answer_of
-from ._calls import CallOutcome, _settle, _thread_loop
+from ._calls import CallOutcome, _confirm, _describe, _settle, _thread_loop
 from ._changes import CallContext, StatusChange
 from ._hooks import current_call, job_change
 from ._registry import raw_job
@@ -145,12 +145,9 @@ def _record_dirac_status(
                 if job.master is not None:
                     masters[id(job.master)] = job.master
             except Exception as exc:  # noqa: BLE001 - a Ganga object may raise anything; it is reported, not fatal
-                outcome.errors[job_id] = f"{type(exc).__name__}: {exc}"
+                outcome.errors[job_id] = _describe(exc)
         _settle([master for master in masters.values() if not _submitting(master)], outcome)
-        for job in jobs:
-            job_id = str(job.getFQID("."))
-            if job_id not in outcome.errors:
-                outcome.confirmations.append(job_change(job, None, "poll"))
+        _confirm(jobs, outcome)
         return outcome
     finally:
         current_call.reset(token)
