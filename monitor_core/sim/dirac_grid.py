@@ -117,17 +117,10 @@ class DiracGridServer(DiracSimServer):
         handler = getattr(self, f"_grid_{method}", None)
         if handler is None:
             return await super()._dispatch(method, params)
-        service, config = self.service, self.service.config
-        if method in _FAULTY:
-            draw = service.draw()
-            if draw < config.hang_rate:
-                self.faults["hang"] += 1
-                await asyncio.sleep(config.hang_seconds)
-                return _encode({"OK": False, "Message": "Request timed out at the server"})
-            if draw < config.hang_rate + config.error_rate:
-                self.faults["error"] += 1
-                await asyncio.sleep(service.draw_latency(0))
-                return _encode({"OK": False, "Message": "Failed to connect to SandboxStore: Connection reset"})
+        if method in _FAULTY and (
+            fault := await self.injected_fault("Failed to connect to SandboxStore: Connection reset")
+        ):
+            return fault
         try:
             value = await handler(params)
         except ServiceError as exc:

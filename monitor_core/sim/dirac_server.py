@@ -146,18 +146,26 @@ class DiracSimServer:
         finally:
             self.in_flight -= 1
 
+    async def injected_fault(self, failure: str) -> bytes | None:
+        """Hang or fail this call as the configured fault rates say; ``None`` when it goes through."""
+        service, config = self.service, self.service.config
+        draw = service.draw()
+        if draw < config.hang_rate:
+            self.faults["hang"] += 1
+            await asyncio.sleep(config.hang_seconds)
+            return _encode({"OK": False, "Message": "Request timed out at the server"})
+        if draw < config.hang_rate + config.error_rate:
+            self.faults["error"] += 1
+            await asyncio.sleep(service.draw_latency(0))
+            return _encode({"OK": False, "Message": failure})
+        return None
+
     async def _dispatch(self, method: str, params: Any) -> bytes:
         service, config = self.service, self.service.config
-        if method in _FAULTY_METHODS:
-            draw = service.draw()
-            if draw < config.hang_rate:
-                self.faults["hang"] += 1
-                await asyncio.sleep(config.hang_seconds)
-                return _encode({"OK": False, "Message": "Request timed out at the server"})
-            if draw < config.hang_rate + config.error_rate:
-                self.faults["error"] += 1
-                await asyncio.sleep(service.draw_latency(0))
-                return _encode({"OK": False, "Message": "Failed to connect to JobMonitoring: Connection reset"})
+        if method in _FAULTY_METHODS and (
+            fault := await self.injected_fault("Failed to connect to JobMonitoring: Connection reset")
+        ):
+            return fault
         try:
             if method == "getJobStatus":
                 ids = list(params)
