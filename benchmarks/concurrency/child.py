@@ -100,11 +100,14 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     # The sweep clock starts before the jobs are handed over: adopting them is part of the sweep.
     started = time.time()
     recorder.sweep_start = started
+    # Subscribed before the jobs are handed over, since the scheduler starts polling the first
+    # slices while it still adopts the rest: a poll queued then must reach the recorder. The
+    # events wait in the subscription's buffer until the adoption is over, so reading them
+    # costs the monitoring loop nothing meanwhile (their times are the bus's, not the reader's).
+    subscription = Recorder.subscribe(bus)
     await model.track()
     adopted = time.time()
-    # Subscribed after the jobs are tracked, so the recorder's copy of them is one snapshot,
-    # not a backlog of additions read during the sweep.
-    consumer = asyncio.create_task(recorder.consume(Recorder.subscribe(bus), track_ops=model.track_ops))
+    consumer = asyncio.create_task(recorder.consume(subscription, track_ops=model.track_ops))
     ticker = asyncio.run_coroutine_threadsafe(recorder.tick(), model.loop())
     faults = spec.get("fault")
 

@@ -8,6 +8,7 @@ interval (``fast=slow=1``) so every model polls at a constant rate per backend, 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from monitor_core.backends.dirac_sim import DiracSimBackend
 from .lanes import Submitted
 
 KINDS = ("threads", "asyncio", "processes")
+GANGA_DOWNLOAD_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
 class SchedulerModel:
@@ -41,7 +43,9 @@ class SchedulerModel:
             caps = Capabilities(
                 max_batch=lane.max_bulk,
                 max_concurrency=lane.concurrency,
-                fetch_concurrency=2,
+                # As many downloads at once as Ganga 8.7's DIRAC executor runs, a default
+                # ThreadPoolExecutor(): min(32, cores + 4) (ganga_async.py, DiracProcessManager.py).
+                fetch_concurrency=GANGA_DOWNLOAD_THREADS,
                 poll_interval=(intervals or {}).get(lane.name, lane.interval),
                 call_timeout=lane.call_timeout,
             )
