@@ -32,7 +32,16 @@ from typing import Final
 from .._bus import EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
 from .._commands import Command
 from .._events import CommandAcked, Event, Snapshot
-from ._codec import MAX_COMMAND_BYTES, EncodedEvents, WireError, command_id_of, decode_command, encode_event
+from .._memory import release_free_memory
+from ._codec import (
+    MAX_COMMAND_BYTES,
+    EncodedEvents,
+    WireError,
+    command_id_of,
+    decode_command,
+    encode_event,
+    encode_snapshot,
+)
 from ._framing import HEADER, FrameError, read_frame
 
 __all__ = [
@@ -232,6 +241,8 @@ class _Client:
         )
         self.frames_sent = 0
         self.commands = 0
+        self._frame_lock = asyncio.Lock()
+        """Held while a frame is written in several pieces with awaits between them (a snapshot)."""
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(self.name, self.pid, self.subscription.statistics(), self.frames_sent, self.commands)
@@ -266,7 +277,10 @@ class _Client:
                 if isinstance(event, Snapshot):
                     self._write_frames(frames)
                     frames = []
-                    self.send(await asyncio.to_thread(encode_event, event))
+                    await self._send_snapshot(event)
+                    event = None
+                    # Its tens of MB are free now; without this they stay in the allocator's heap.
+                    await asyncio.to_thread(release_free_memory)
                 else:
                     message = encoded.encode(event)
                     frames.append(pack(len(message)))
@@ -281,6 +295,22 @@ class _Client:
             self._write_frames(frames)
             await self.writer.drain()
 
+    async def _send_snapshot(self, snapshot: Snapshot) -> None:
+        """Encode a snapshot on a worker thread, in pieces, and write it as one frame a piece at a time.
+
+        Each piece goes to the socket once the one before has drained, so neither the whole
+        message nor a copy of it in the transport's buffer is ever held at once.
+        """
+        pieces = await asyncio.to_thread(encode_snapshot, snapshot)
+        size = sum(len(piece) for piece in pieces)
+        pieces.reverse()
+        async with self._frame_lock:
+            self.writer.write(HEADER.pack(size))
+            while pieces:
+                self.writer.write(pieces.pop())
+                await self.writer.drain()
+            self.frames_sent += 1
+
     def _write_frames(self, frames: list[bytes]) -> None:
         """Whole frames (header, body, ...) in one write: one copy and one send per batch, not per event."""
         if frames:
@@ -294,7 +324,7 @@ class _Client:
                 body = await read_frame(self.reader, MAX_COMMAND_BYTES)
             except FrameError as exc:
                 self.server._reject(self, exc.kind, str(exc))
-                self._refuse("", f"rejected: {exc}; closing the connection")
+                await self._refuse("", f"rejected: {exc}; closing the connection")
                 return
             if body is None:
                 return
@@ -303,13 +333,17 @@ class _Client:
                 command = decode_command(body)
             except WireError as exc:
                 self.server._reject(self, exc.kind, str(exc))
-                self._refuse(command_id_of(body), f"rejected: {exc}")
+                await self._refuse(command_id_of(body), f"rejected: {exc}")
                 continue
-            ack = self.server._execute(command)
+            await self._send_ack(self.server._execute(command))
+
+    async def _send_ack(self, ack: CommandAcked) -> None:
+        # Never inside a snapshot that is being written in pieces.
+        async with self._frame_lock:
             self.send(encode_event(ack))
 
-    def _refuse(self, command_id: str, message: str) -> None:
-        self.send(encode_event(CommandAcked(at=time.time(), command_id=command_id, ok=False, message=message)))
+    async def _refuse(self, command_id: str, message: str) -> None:
+        await self._send_ack(CommandAcked(at=time.time(), command_id=command_id, ok=False, message=message))
 
 
 class SocketServer:
