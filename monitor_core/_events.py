@@ -64,20 +64,22 @@ class JobRecord:
 
 def job_record(job: Job, *, next_poll_at: float | None = None, poll_interval: float | None = None) -> JobRecord:
     """Freeze a :class:`Job` into a :class:`JobRecord`."""
+    # Positional, in the record's field order: a snapshot makes 100,000 of these on the loop,
+    # and keywords cost a quarter of the time.
     return JobRecord(
-        job_id=job.job_id,
-        backend=job.backend,
-        status=job.status,
-        name=job.name,
-        group=job.group,
-        backend_id=job.backend_id,
-        status_since=job.status_since,
-        last_confirmed=job.last_confirmed,
-        exit_code=job.exit_code,
-        info=job.info,
-        next_poll_at=next_poll_at,
-        poll_interval=poll_interval,
-        collect_error=job.collect_error,
+        job.job_id,
+        job.backend,
+        job.status,
+        job.name,
+        job.group,
+        job.backend_id,
+        job.status_since,
+        job.last_confirmed,
+        job.exit_code,
+        job.info,
+        next_poll_at,
+        poll_interval,
+        job.collect_error,
     )
 
 

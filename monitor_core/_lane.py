@@ -23,9 +23,10 @@ import heapq
 import itertools
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from ._book import Activate, Deactivate, Effect, JobBook
@@ -57,8 +58,10 @@ __all__ = ["Lane", "LaneContext", "SchedulerConfig"]
 
 log = logging.getLogger(__name__)
 
-_APPLY_SLICE: Final = 100
-"""Reports applied between two yields to the loop (about a millisecond of work)."""
+_APPLY_BUDGET: Final = 0.002
+"""Seconds of applying an answer between two yields to the loop."""
+_APPLY_CHECK: Final = 16
+"""Reports applied between two looks at the clock."""
 _PLAN_PER_ROUND: Final = 2000
 """Due jobs batched per planner round before it yields to the loop."""
 _LOCAL_DISK_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -79,6 +82,9 @@ class LaneContext:
     clock: Clock
     outputs: OutputSink
     policy: AdaptiveInterval
+    apply_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while an answer is applied: in a completion burst 16 answers of 500 jobs arrive
+    together, and slices of each, all ready at once, added up to one long step of the loop."""
 
 
 class Lane(OutputCollection):
@@ -646,7 +652,10 @@ class Lane(OutputCollection):
             self._return_to_heap(op)
 
     async def _apply_poll(self, op: Operation, result: PollResult) -> int:
-        """Believe what a poll answered, a slice at a time so a big answer never stalls the loop."""
+        """Believe what a poll answered: one answer at a time, a couple of milliseconds at a time.
+
+        A burst of big answers so never stalls the loop.
+        """
         book, clock = self._book, self._clock
         by_backend_id, jobs = book.by_backend_id[self.name], book.jobs
         in_batch = set(op.job_ids)
@@ -654,11 +663,16 @@ class Lane(OutputCollection):
         for rejection in result.rejections:
             self._reject(by_backend_id.get(rejection.backend_id or ""), rejection.category, rejection.reason)
         reports = result.reports
-        for start in range(0, len(reports), _APPLY_SLICE):
-            if start:
-                await asyncio.sleep(0)
+        if not reports:
+            return book.transitions - transitions_before
+        async with self._context.apply_turn:
+            started = time.perf_counter()
             now = clock.wall_now()
-            for report in reports[start : start + _APPLY_SLICE]:
+            for index, report in enumerate(reports):
+                if index % _APPLY_CHECK == 0 and index and time.perf_counter() - started > _APPLY_BUDGET:
+                    await asyncio.sleep(0)
+                    started = time.perf_counter()
+                    now = clock.wall_now()
                 job_id = by_backend_id.get(report.backend_id)
                 if job_id is None or job_id not in in_batch:
                     self._reject(job_id, "garbage", f"report for {report.backend_id!r}, which was not asked for")

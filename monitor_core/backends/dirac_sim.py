@@ -9,6 +9,7 @@ in the monitor's process, whichever way the call was made.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -86,7 +87,8 @@ def parse_status_answer(requested: Sequence[str], answer: Any) -> PollResult:
             result.rejections.append(Rejection(key, "unknown_state", f"unknown DIRAC status {native!r:.40}"))
             continue
         minor = entry.get("MinorStatus")
-        info = f"{native}: {minor}" if isinstance(minor, str) and minor else native
+        # A handful of distinct words, said of every job on every poll: one copy each, not one a job.
+        info = sys.intern(f"{native}: {minor}" if isinstance(minor, str) and minor else native)
         result.reports.append(StatusReport(key, status, info))
     for missing in wanted.difference(value):
         result.rejections.append(Rejection(missing, "unknown_job", "the service does not know this job"))

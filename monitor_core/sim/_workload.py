@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,7 +62,8 @@ def generate_workload(config: WorkloadConfig) -> list[JobSpec]:
     specs = []
     for index in range(config.jobs):
         backend = _backend_for(index, config, rng)
-        group = f"{backend}-batch{index // config.group_size:03d}"
+        # Shared by the group's jobs (and kept by each for the session's life): one string, not one a job.
+        group = sys.intern(f"{backend}-batch{index // config.group_size:03d}")
         name = f"{group}.{index % config.group_size}"
         fails = rng.random() < config.failure_rate
         mean = config.local_mean_duration if backend == "local" else config.mean_duration

@@ -34,6 +34,9 @@ __all__ = ["build_parser", "main"]
 
 log = logging.getLogger("ganga-monitor-sim")
 
+_SWITCH_INTERVAL = 0.001
+"""Seconds a thread may hold the interpreter while another waits for it."""
+
 
 def _backends(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
@@ -238,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         mqtt = mqtt_options_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    # The loop shares the interpreter with the threads that write the store, files and
+    # snapshots: each time it gives up the lock for a system call it waits up to a switch
+    # interval to get it back, so a shorter one (5 ms by default) shortens its stalls.
+    sys.setswitchinterval(_SWITCH_INTERVAL)
     try:
         return asyncio.run(run(args, mqtt))
     except (ValueError, FileExistsError, StateDirectoryInUse) as exc:

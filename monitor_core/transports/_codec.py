@@ -49,6 +49,7 @@ __all__ = [
     "decode_event",
     "encode_command",
     "encode_event",
+    "encode_snapshot",
     "event_to_data",
 ]
 
@@ -147,6 +148,48 @@ def encode_event(event: Event) -> bytes:
     and enums, so no intermediate tree of dicts is built per event.
     """
     return _ENCODER.encode({"v": SCHEMA_VERSION, "type": type(event).__name__, "data": event}).encode()
+
+
+_SNAPSHOT_SLICE: Final = 2000
+"""Job records encoded per piece of a snapshot (about 600 kB of JSON)."""
+_PIECE_BYTES: Final = 256 * 1024
+"""Small pieces of a snapshot are joined up to this size, so each write carries a useful amount."""
+
+
+def encode_snapshot(snapshot: Snapshot, *, slice_size: int = _SNAPSHOT_SLICE) -> list[bytes]:
+    """A snapshot as :func:`encode_event` writes it, in pieces whose concatenation is the message.
+
+    The jobs are encoded a slice at a time, so no single string of the whole message (tens of
+    MB at 100,000 jobs) is built, then copied to bytes, then copied again into a transport's
+    buffer: a writer sends the pieces one by one and each is freed once written.
+    """
+    encode = _ENCODER.encode
+    pieces: list[bytes] = [f'{{"v":{SCHEMA_VERSION},"type":"Snapshot","data":{{'.encode()]
+    for index, name in enumerate(_field_names(Snapshot)):
+        pieces.append((b"," if index else b"") + encode(name).encode() + b":")
+        if name != "jobs":
+            pieces.append(encode(getattr(snapshot, name)).encode())
+            continue
+        jobs = snapshot.jobs
+        pieces.append(b"[")
+        for start in range(0, len(jobs), max(1, slice_size)):
+            # A list's encoding without its brackets is its items, comma-separated.
+            part = encode(jobs[start : start + slice_size])[1:-1].encode()
+            pieces.append(b"," + part if start else part)
+        pieces.append(b"]")
+    pieces.append(b"}}")
+    joined: list[bytes] = []
+    small: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        small.append(piece)
+        size += len(piece)
+        if size >= _PIECE_BYTES:
+            joined.append(b"".join(small))
+            small, size = [], 0
+    if small:
+        joined.append(b"".join(small))
+    return joined
 
 
 class EncodedEvents:

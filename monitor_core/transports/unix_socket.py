@@ -32,7 +32,16 @@ from typing import Final
 from .._bus import EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
 from .._commands import Command
 from .._events import CommandAcked, Event, Snapshot
-from ._codec import MAX_COMMAND_BYTES, EncodedEvents, WireError, command_id_of, decode_command, encode_event
+from .._memory import release_free_memory
+from ._codec import (
+    MAX_COMMAND_BYTES,
+    EncodedEvents,
+    WireError,
+    command_id_of,
+    decode_command,
+    encode_event,
+    encode_snapshot,
+)
 from ._framing import HEADER, FrameError, read_frame
 
 __all__ = [
@@ -232,6 +241,8 @@ class _Client:
         )
         self.frames_sent = 0
         self.commands = 0
+        self._frame_lock = asyncio.Lock()
+        """Held while a frame is written in several pieces with awaits between them (a snapshot)."""
 
     def statistics(self) -> ClientStatistics:
         return ClientStatistics(self.name, self.pid, self.subscription.statistics(), self.frames_sent, self.commands)
@@ -244,25 +255,67 @@ class _Client:
         self.frames_sent += 1
 
     async def pump_events(self) -> None:
-        """Copy the subscription to the socket, in batches, waiting for the socket to drain.
+        """Copy the subscription to the socket, a batch at a time, waiting for the socket to drain.
 
-        An event is encoded once for every viewer (the server's :class:`EncodedEvents`); a
-        snapshot, this viewer's own and megabytes long at 100,000 jobs, is encoded on a worker
-        thread so the loop keeps running meanwhile (it is immutable, so that is safe).
+        An event is encoded once for every viewer (the server's :class:`EncodedEvents`); a batch
+        of frames goes to the socket in one write, and the pump yields to the loop between
+        batches, so a viewer hundreds of thousands of events behind never holds the loop for
+        longer than one batch. A snapshot, this viewer's own and megabytes long at 100,000 jobs,
+        is encoded on a worker thread so the loop keeps running meanwhile (it is immutable, so
+        that is safe).
         """
         encoded = self.server.encoded
+        batch_events = self.server.batch_events
+        pack = HEADER.pack
         while True:
             try:
                 event: Event | None = await self.subscription.receive()
             except SubscriptionClosed:
                 return
+            frames: list[bytes] = []
             while event is not None:
                 if isinstance(event, Snapshot):
-                    self.send(await asyncio.to_thread(encode_event, event))
+                    self._write_frames(frames)
+                    frames = []
+                    await self._send_snapshot(event)
+                    event = None
+                    # Its tens of MB are free now; without this they stay in the allocator's heap.
+                    await asyncio.to_thread(release_free_memory)
                 else:
-                    self.send(encoded.encode(event))
+                    message = encoded.encode(event)
+                    frames.append(pack(len(message)))
+                    frames.append(message)
+                    if len(frames) >= 2 * batch_events:
+                        self._write_frames(frames)
+                        frames = []
+                        await self.writer.drain()
+                        # drain() returns at once while the socket keeps up: yield regardless.
+                        await asyncio.sleep(0)
                 event = self.subscription.receive_nowait()
+            self._write_frames(frames)
             await self.writer.drain()
+
+    async def _send_snapshot(self, snapshot: Snapshot) -> None:
+        """Encode a snapshot on a worker thread, in pieces, and write it as one frame a piece at a time.
+
+        Each piece goes to the socket once the one before has drained, so neither the whole
+        message nor a copy of it in the transport's buffer is ever held at once.
+        """
+        pieces = await asyncio.to_thread(encode_snapshot, snapshot)
+        size = sum(len(piece) for piece in pieces)
+        pieces.reverse()
+        async with self._frame_lock:
+            self.writer.write(HEADER.pack(size))
+            while pieces:
+                self.writer.write(pieces.pop())
+                await self.writer.drain()
+            self.frames_sent += 1
+
+    def _write_frames(self, frames: list[bytes]) -> None:
+        """Whole frames (header, body, ...) in one write: one copy and one send per batch, not per event."""
+        if frames:
+            self.writer.write(b"".join(frames))
+            self.frames_sent += len(frames) // 2
 
     async def read_commands(self) -> None:
         """Validate and carry out each command; a framing error ends the connection."""
@@ -271,7 +324,7 @@ class _Client:
                 body = await read_frame(self.reader, MAX_COMMAND_BYTES)
             except FrameError as exc:
                 self.server._reject(self, exc.kind, str(exc))
-                self._refuse("", f"rejected: {exc}; closing the connection")
+                await self._refuse("", f"rejected: {exc}; closing the connection")
                 return
             if body is None:
                 return
@@ -280,13 +333,17 @@ class _Client:
                 command = decode_command(body)
             except WireError as exc:
                 self.server._reject(self, exc.kind, str(exc))
-                self._refuse(command_id_of(body), f"rejected: {exc}")
+                await self._refuse(command_id_of(body), f"rejected: {exc}")
                 continue
-            ack = self.server._execute(command)
+            await self._send_ack(self.server._execute(command))
+
+    async def _send_ack(self, ack: CommandAcked) -> None:
+        # Never inside a snapshot that is being written in pieces.
+        async with self._frame_lock:
             self.send(encode_event(ack))
 
-    def _refuse(self, command_id: str, message: str) -> None:
-        self.send(encode_event(CommandAcked(at=time.time(), command_id=command_id, ok=False, message=message)))
+    async def _refuse(self, command_id: str, message: str) -> None:
+        await self._send_ack(CommandAcked(at=time.time(), command_id=command_id, ok=False, message=message))
 
 
 class SocketServer:
@@ -304,6 +361,7 @@ class SocketServer:
             viewer, while each resync builds and encodes a snapshot of every job and
             operation on the loop (seconds and tens of MB at 100,000 jobs).
         hard_limit: buffered job changes after which a viewer is dropped (it resyncs).
+        batch_events: events encoded and written to a viewer between two yields to the loop.
 
     Raises:
         FileExistsError: on entry, when a live session already serves on ``path``.
@@ -320,6 +378,7 @@ class SocketServer:
         description: str = "",
         max_pending: int = 250_000,
         hard_limit: int = 500_000,
+        batch_events: int = 256,
     ) -> None:
         self.bus = bus
         self.session = session
@@ -328,6 +387,7 @@ class SocketServer:
         self.description = description
         self.max_pending = max_pending
         self.hard_limit = hard_limit
+        self.batch_events = max(1, batch_events)
         self._execute_command = execute
         self._server: asyncio.Server | None = None
         self._clients: dict[_Client, asyncio.Task[None]] = {}

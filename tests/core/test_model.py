@@ -22,6 +22,7 @@ from monitor_core import (
 )
 from monitor_core._book import Activate, Deactivate, Fetch, JobBook, NotCollectable
 from monitor_core._clock import Clock
+from monitor_core._events import job_record
 from monitor_core.backends import StatusReport
 
 statuses = st.sampled_from(list(JobStatus))
@@ -154,3 +155,24 @@ def test_a_failed_collection_survives_a_restart_as_retryable() -> None:
     assert other.collect_error is None
     with pytest.raises(NotCollectable):
         book.collect_request("8")
+
+
+def test_a_job_record_copies_every_field_to_its_own_name() -> None:
+    job = Job(
+        job_id="1",
+        backend="b",
+        name="n",
+        group="g",
+        backend_id="x",
+        status=JobStatus.RUNNING,
+        status_since=1.0,
+        last_confirmed=2.0,
+        exit_code=3,
+        info="i",
+        collect_error="c",
+    )
+    record = job_record(job, next_poll_at=5.0, poll_interval=6.0)
+    for name in ("job_id", "backend", "name", "group", "backend_id", "status", "status_since", "last_confirmed"):
+        assert getattr(record, name) == getattr(job, name), name
+    assert (record.exit_code, record.info, record.collect_error) == (3, "i", "c")
+    assert (record.next_poll_at, record.poll_interval) == (5.0, 6.0)

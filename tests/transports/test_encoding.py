@@ -21,7 +21,7 @@ from monitor_core._events import (
 )
 from monitor_core._model import JobStatus, OpKind, OpState
 from monitor_core.transports import decode_event, encode_event, event_to_data
-from monitor_core.transports._codec import EncodedEvents
+from monitor_core.transports._codec import EncodedEvents, encode_snapshot
 
 JOB = JobRecord(job_id="7", backend="dirac-sim", status=JobStatus.RUNNING, name="j", group="g", backend_id="42")
 OP = OpRecord(op_id=3, kind=OpKind.POLL, backend="dirac-sim", job_ids=("7", "8"), state=OpState.QUEUED, enqueued_at=1.5)
@@ -57,3 +57,18 @@ def test_an_event_is_encoded_once_for_every_reader() -> None:
     encoded.encode(third)
     assert len(encoded) == 2
     assert encoded.encode(first) == encode_event(first)
+
+
+@pytest.mark.parametrize("jobs", [0, 1, 2, 3, 7])
+def test_a_snapshot_in_pieces_is_the_same_message(jobs: int) -> None:
+    snapshot = Snapshot(
+        at=7.0,
+        session="s",
+        jobs=tuple(JobRecord(job_id=str(i), backend="local", status=JobStatus.RUNNING) for i in range(jobs)),
+        ops=(OP,),
+        counters={"a": 1},
+    )
+    for slice_size in (1, 2, 3, 2000):
+        pieces = encode_snapshot(snapshot, slice_size=slice_size)
+        assert b"".join(pieces) == encode_event(snapshot)
+    assert decode_event(b"".join(pieces)) == snapshot

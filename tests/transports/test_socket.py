@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from monitor_core import (
+    Command,
     CommandAcked,
     ConnectionChanged,
     EventBus,
+    JobRecord,
     JobStatus,
     MonitorSession,
     PauseBackend,
@@ -30,7 +32,7 @@ from monitor_core import (
     TailOutput,
     execute_command,
 )
-from monitor_core.transports import Backoff, encode_event, encode_frame
+from monitor_core.transports import Backoff, decode_event, encode_command, encode_event, encode_frame, read_frame
 from monitor_core.transports.socket_source import SocketSource
 from monitor_core.transports.unix_socket import (
     ClientStatistics,
@@ -437,3 +439,32 @@ async def test_a_peer_whose_credentials_cannot_be_read_is_refused(
         assert (await anext(stream)).connected  # type: ignore[union-attr]
         assert await anext(stream) == Snapshot(at=1.0, session="private")
         await stream.aclose()
+
+
+async def test_a_command_answered_while_a_snapshot_is_written_in_pieces_never_splits_it(run_dir: Path) -> None:
+    jobs = tuple(
+        JobRecord(job_id=str(i), backend="local", status=JobStatus.RUNNING, name=f"job-{i}") for i in range(20_000)
+    )
+    bus = EventBus(lambda: Snapshot(at=1.0, session="big", jobs=jobs))
+
+    def execute(command: Command) -> CommandAcked:
+        return CommandAcked(at=2.0, command_id=command.command_id, ok=True, message="done")
+
+    async with SocketServer(bus, session="big", path=run_dir / "big.sock", execute=execute) as server:
+        client = socket.socket(socket.AF_UNIX)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(str(server.path))
+        client.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(sock=client)
+        # Not reading: the server is part way through the snapshot (megabytes) when the command comes.
+        await wait_for(lambda: any(c.subscription.delivered for c in server.statistics().clients))
+        await asyncio.sleep(0.3)
+        writer.write(encode_frame(encode_command(RefreshJob(job_id="1", command_id="c1"))))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        first = decode_event(await read_frame(reader, 1 << 28) or b"")
+        second = decode_event(await read_frame(reader, 1 << 28) or b"")
+        assert isinstance(first, Snapshot)
+        assert first.jobs == jobs
+        assert second == CommandAcked(at=2.0, command_id="c1", ok=True, message="done")
+        writer.close()
