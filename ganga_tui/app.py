@@ -21,10 +21,12 @@ from collections.abc import Callable
 from typing import ClassVar, Final
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.driver import Driver
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
@@ -79,6 +81,11 @@ BEHIND_LIMIT: Final = 200_000
 """Events waiting before the app gives up on them and asks for a fresh snapshot."""
 _PANEL_GAP: Final = 0.25
 """Seconds between two repaints of the panels around the table while events stream in."""
+_INPUT_QUIET: Final = 0.06
+"""Seconds after a key during which folding, the panels and the tick's upkeep wait, so the key's
+result is the next thing painted."""
+_INPUT_DEFER_MAX: Final = 0.25
+"""Seconds that work may be put off for keys in a row; keys typed without pause never starve the view."""
 _WARNING_BUDGET: Final = 20_000
 """Jobs whose warnings are rechecked per tick, so 100k jobs never stall a frame."""
 _MAIN_ONLY: Final = frozenset(
@@ -112,6 +119,44 @@ def _replace_word(query: str, prefixes: tuple[str, ...], word: str | None) -> st
     if word is not None:
         kept.insert(0, word)
     return " ".join(kept)
+
+
+class _Deferral:
+    """Puts work off while keys come in, but never for longer than ``_INPUT_DEFER_MAX`` in a row."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+
+    def wait(self, input_at: float, now: float) -> float:
+        """Seconds to put the work off (0: do it now)."""
+        quiet = input_at + _INPUT_QUIET - now
+        if quiet <= 0:
+            self._since = None
+            return 0.0
+        if self._since is None:
+            self._since = now
+        elif now - self._since >= _INPUT_DEFER_MAX:
+            self._since = None
+            return 0.0
+        return quiet
+
+
+def _noting_input(base: type[Driver]) -> type[Driver]:
+    """``base`` telling the app when a key arrives, from the driver's input thread.
+
+    The app learns of a key as soon as it is read, before it waits in the message queue behind
+    a fold or a repaint; work that looks at ``input_at`` can then step aside for it.
+    """
+
+    class NotingDriver(base):  # type: ignore[valid-type, misc]
+        def process_message(self, message: Message) -> None:
+            if isinstance(message, events.Key):
+                app = self._app
+                if isinstance(app, GangaMonitorApp):
+                    app.input_at = time.monotonic()  # one attribute store: safe from another thread
+            super().process_message(message)
+
+    return NotingDriver
 
 
 class GangaMonitorApp(App[int]):
@@ -207,9 +252,29 @@ class GangaMonitorApp(App[int]):
         self._panels_due = False
         self._filter_query = ""
         """The filter's text as last applied."""
+        self.input_at = float("-inf")
+        """When the last key arrived (monotonic clock)."""
+        self._fold_deferral = _Deferral()
+        self._panels_deferral = _Deferral()
+        self._tick_deferral = _Deferral()
+        self._read_deferral = _Deferral()
+        self._tick_due = False
         self.set_reactive(GangaMonitorApp.notifications, notifications)
         self.notifier.enabled = notifications
         bind_replay_keys(self, source)
+
+    def get_driver_class(self) -> type[Driver]:
+        return _noting_input(super().get_driver_class())
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key):
+            # Keys that do not come through the driver (a test's pilot) count too.
+            self.input_at = max(self.input_at, time.monotonic())
+        await super().on_event(event)
+
+    def _input_wait(self, deferral: _Deferral) -> float:
+        """Seconds ``deferral``'s work should wait for a key just typed to be shown (0: go ahead)."""
+        return deferral.wait(self.input_at, time.monotonic())
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -305,8 +370,9 @@ class GangaMonitorApp(App[int]):
             self._schedule_fold()
             read += 1
             if read % _YIELD_EVERY == 0:
-                # A ready stream never suspends; let input and repaints in.
-                await asyncio.sleep(0)
+                # A ready stream never suspends; let input and repaints in, and a key just typed
+                # be handled and painted before more is read (the session buffers meanwhile).
+                await asyncio.sleep(self._input_wait(self._read_deferral))
         self._schedule_fold()
         self.post_message(SourceEnded(self.store.ended or "the event stream closed"))
 
@@ -331,8 +397,17 @@ class GangaMonitorApp(App[int]):
             self.call_later(self.fold_pending)
 
     def fold_pending(self) -> None:
-        """Fold what waits (within a frame's budget) and repaint once."""
+        """Fold what waits (within a frame's budget) and repaint once.
+
+        A key comes first: while one was just typed the fold waits (``_INPUT_QUIET``), and a
+        key arriving during the fold ends it at the next slice.
+        """
         self._fold_scheduled = False
+        wait = self._input_wait(self._fold_deferral)
+        if wait > 0:
+            self._fold_scheduled = True
+            self.set_timer(wait, self.fold_pending, name="tui.fold")
+            return
         self.folds += 1
         self._last_fold = started = time.monotonic()
         pending = self.pending
@@ -341,7 +416,7 @@ class GangaMonitorApp(App[int]):
         while taken < len(pending):
             store.apply_batch(pending[taken : taken + _FOLD_SLICE])
             taken += _FOLD_SLICE
-            if time.monotonic() - started > _FOLD_BUDGET:
+            if time.monotonic() - started > _FOLD_BUDGET or self.input_at > started:
                 break
         del pending[:taken]
         if pending:
@@ -385,7 +460,17 @@ class GangaMonitorApp(App[int]):
             self._show_status()
 
     def _on_tick(self) -> None:
+        wait = self._input_wait(self._tick_deferral)
+        if wait > 0:
+            if not self._tick_due:
+                self._tick_due = True
+                self.set_timer(wait, self._deferred_tick, name="tui.tick.deferred")
+            return
         self.update_view()
+
+    def _deferred_tick(self) -> None:
+        self._tick_due = False
+        self._on_tick()
 
     def update_view(self, *, full: bool = False) -> None:
         """The time-driven upkeep: expire faded operations, recheck warnings, repaint ages.
@@ -406,13 +491,16 @@ class GangaMonitorApp(App[int]):
             panels: repaint the backends, progress and operations panels now, however recently
                 they were (the tick, a full upkeep, a thawed view).
         """
-        since = time.monotonic() - self._panels_at
-        if panels or since >= _PANEL_GAP:
-            self._repaint_panels()
+        if panels:
+            self._repaint_panels(now=True)
         elif not self._panels_due:
-            # At most one pending: the panels catch up within _PANEL_GAP of the first skipped frame.
-            self._panels_due = True
-            self.set_timer(_PANEL_GAP - since, self._repaint_panels, name="tui.panels")
+            since = time.monotonic() - self._panels_at
+            if since >= _PANEL_GAP:
+                self._repaint_panels()
+            else:
+                # At most one pending: the panels catch up within _PANEL_GAP of the first skipped frame.
+                self._panels_due = True
+                self.set_timer(_PANEL_GAP - since, self._repaint_panels, name="tui.panels")
         with self.batch_update():
             self.main_screen.query_one(JobTable).refresh_from_store()
             screen = self.screen
@@ -420,8 +508,17 @@ class GangaMonitorApp(App[int]):
             if refresh is not None and screen is not self.screen_stack[0] and screen.is_mounted:
                 refresh()
 
-    def _repaint_panels(self) -> None:
-        """The side and top panels: a Rich table per progress panel and an 80-row operations table."""
+    def _repaint_panels(self, *, now: bool = False) -> None:
+        """The side and top panels, the counts line and the status bar.
+
+        Args:
+            now: even if a key was just typed (the user asked for a full repaint).
+        """
+        wait = 0.0 if now else self._input_wait(self._panels_deferral)
+        if wait > 0:
+            self._panels_due = True
+            self.set_timer(wait, self._repaint_panels, name="tui.panels")
+            return
         self._panels_due = False
         self._panels_at = time.monotonic()
         if not self.screen_stack or self.view_paused:

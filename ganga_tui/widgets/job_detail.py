@@ -38,7 +38,8 @@ class JobDetail(VerticalScroll):
         self.clock = clock
         self.output = "(press t to fetch the tail of its stdout/stderr)"
         """The last output tail received, or why there is none."""
-        self._version = -1
+        self._shown: tuple[object, ...] | None = None
+        """The row version and the second last drawn."""
         self.summary = Static(id="detail-summary")
         self.history = Static(id="detail-history")
         self.operations = Static(id="detail-ops")
@@ -65,9 +66,17 @@ class JobDetail(VerticalScroll):
         self.output_view.update(Text(text))
 
     def refresh_from_store(self) -> None:
-        """Redraw every section from the store."""
+        """Redraw every section from the store when the job changed or a second passed (ages).
+
+        The app calls this on every fold; the sections are Rich tables of unknown height, so an
+        equal redraw would still cost a layout pass of the screen.
+        """
         row = self.store.rows.get(self.job_id)
         now = self.clock()
+        shown = (None if row is None else row.version, int(now))
+        if shown == self._shown:
+            return
+        self._shown = shown
         if row is None:
             self.summary.update(Text(f"job {self.job_id} is not in this session", style="bold red"))
             return
