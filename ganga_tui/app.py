@@ -29,7 +29,7 @@ from textual.driver import Driver
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from monitor_core import (
@@ -62,6 +62,7 @@ from .sources import bind_replay_keys, control_replay
 from .widgets._format import show
 from .widgets.backends_panel import BackendsPanel
 from .widgets.job_table import JobTable
+from .widgets.key_footer import KeyFooter
 from .widgets.op_queue import OpQueue
 from .widgets.progress_panel import ProgressPanel
 
@@ -290,7 +291,7 @@ class GangaMonitorApp(App[int]):
             with Vertical(id="side"):
                 yield ProgressPanel(self.store, self.clock, id="groups")
                 yield OpQueue(self.store, id="ops")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.main_screen.query_one("#groups", ProgressPanel).border_title = "progress by group"

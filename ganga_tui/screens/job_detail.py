@@ -8,11 +8,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from monitor_core import CollectOutput, JobStatus, RefreshJob, TailOutput
 
 from ..widgets.job_detail import JobDetail
+from ..widgets.key_footer import KeyFooter
 
 if TYPE_CHECKING:
     from ..app import GangaMonitorApp
@@ -43,7 +44,7 @@ class JobDetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(f"job {self.job_id}", id="detail-title", classes="title-bar")
         yield JobDetail(self.monitor.store, self.job_id, self.monitor.clock, id="detail")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         row = self.monitor.store.rows.get(self.job_id)
