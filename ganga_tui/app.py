@@ -26,7 +26,6 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.driver import Driver
-from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Input, Static
@@ -49,6 +48,7 @@ from monitor_core import (
 )
 from monitor_core.transports.socket_source import SocketSource
 
+from ._driver import noting_input
 from .demo import DemoSession
 from .job_store import SORT_KEYS, JobFilter, JobStore
 from .messages import CommandAnswered, SourceEnded
@@ -140,24 +140,6 @@ class _Deferral:
             self._since = None
             return 0.0
         return quiet
-
-
-def _noting_input(base: type[Driver]) -> type[Driver]:
-    """``base`` telling the app when a key arrives, from the driver's input thread.
-
-    The app learns of a key as soon as it is read, before it waits in the message queue behind
-    a fold or a repaint; work that looks at ``input_at`` can then step aside for it.
-    """
-
-    class NotingDriver(base):  # type: ignore[valid-type, misc]
-        def process_message(self, message: Message) -> None:
-            if isinstance(message, events.Key):
-                app = self._app
-                if isinstance(app, GangaMonitorApp):
-                    app.input_at = time.monotonic()  # one attribute store: safe from another thread
-            super().process_message(message)
-
-    return NotingDriver
 
 
 class GangaMonitorApp(App[int]):
@@ -265,7 +247,7 @@ class GangaMonitorApp(App[int]):
         bind_replay_keys(self, source)
 
     def get_driver_class(self) -> type[Driver]:
-        return _noting_input(super().get_driver_class())
+        return noting_input(super().get_driver_class(), self)
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.Key):
