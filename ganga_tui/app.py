@@ -266,9 +266,12 @@ class GangaMonitorApp(App[int]):
         yield BackendsPanel(self.store, id="backends")
         with Horizontal(id="body"):
             with Vertical(id="main"):
-                yield ProgressPanel(self.store, self.clock, groups=False, id="overall")
+                # One line, the overall bar or the filter box while it is open: opening and closing
+                # the filter then moves nothing (the table keeps its place, size and rendered lines).
+                with Vertical(id="headline"):
+                    yield ProgressPanel(self.store, self.clock, groups=False, id="overall")
+                    yield Input(placeholder="filter: s:running b:local g:GROUP is:warn text", id="filter")
                 yield Static(id="counts")
-                yield Input(placeholder="filter: s:running b:local g:GROUP is:warn text", id="filter")
                 yield JobTable(self.store, self.clock, id="jobs")
             with Vertical(id="side"):
                 yield ProgressPanel(self.store, self.clock, id="groups")
@@ -711,9 +714,14 @@ class GangaMonitorApp(App[int]):
     def action_filter(self) -> None:
         """Open the filter box; the table narrows as you type."""
         box = self.main_screen.query_one("#filter", Input)
-        box.add_class("-open")
+        self._show_filter_box(open_=True)
         # Focus now, not at the next idle (Widget.focus): keys already queued go to the box.
         self.main_screen.set_focus(box)
+
+    def _show_filter_box(self, *, open_: bool) -> None:
+        """Show the filter box in the overall bar's place, or the bar again."""
+        self.main_screen.query_one("#filter", Input).set_class(open_, "-open")
+        self.main_screen.query_one("#headline").set_class(open_, "-filtering")
 
     def apply_filter(self, query: str) -> None:
         """Show only the jobs ``query`` matches (see the help screen for the words)."""
@@ -721,7 +729,7 @@ class GangaMonitorApp(App[int]):
         if box.value != query:
             with box.prevent(Input.Changed):
                 box.value = query
-        box.set_class(bool(query) or box.has_focus, "-open")
+        self._show_filter_box(open_=bool(query) or box.has_focus)
         self._filter_query = query
         self.store.set_filter(JobFilter.parse(query))
         self.main_screen.query_one(JobTable).refresh_from_store(force=True)
@@ -742,7 +750,7 @@ class GangaMonitorApp(App[int]):
     def action_clear_filter(self) -> None:
         """Drop the filter and go back to the table."""
         self.apply_filter("")
-        self.main_screen.query_one("#filter", Input).remove_class("-open")
+        self._show_filter_box(open_=False)
         self.main_screen.query_one(JobTable).focus()
 
     def action_cycle_status_filter(self) -> None:
