@@ -89,6 +89,8 @@ _INPUT_DEFER_MAX: Final = 0.25
 """Seconds that work may be put off for keys in a row; keys typed without pause never starve the view."""
 _WARNING_BUDGET: Final = 20_000
 """Jobs whose warnings are rechecked per tick, so 100k jobs never stall a frame."""
+_WARNING_SLICE: Final = 2_000
+"""Jobs rechecked in one go; the tick's budget is spent in slices with the message queue (keys) between."""
 _MAIN_ONLY: Final = frozenset(
     {
         "filter",
@@ -466,9 +468,26 @@ class GangaMonitorApp(App[int]):
         """
         now = self.clock()
         self.store.expire_ops(now)
-        self.store.scan_warnings(now, budget=None if full else _WARNING_BUDGET)
+        if full:
+            self.store.scan_warnings(now)
+        else:
+            self.store.scan_warnings(now, budget=_WARNING_SLICE)
+            if _WARNING_BUDGET > _WARNING_SLICE:
+                self.call_later(self._scan_warnings_on, _WARNING_BUDGET - _WARNING_SLICE)
         if not self.view_paused:
             self._repaint(panels=True)
+
+    def _scan_warnings_on(self, budget: int) -> None:
+        """The rest of a tick's warning checks, a slice per message, after any key that came meanwhile."""
+        if not self.screen_stack:
+            return
+        wait = self._input_wait(self._tick_deferral)
+        if wait > 0:
+            self.set_timer(wait, lambda: self._scan_warnings_on(budget), name="tui.warnings")
+            return
+        self.store.scan_warnings(self.clock(), budget=min(budget, _WARNING_SLICE))
+        if budget > _WARNING_SLICE:
+            self.call_later(self._scan_warnings_on, budget - _WARNING_SLICE)
 
     def _repaint(self, *, panels: bool = False) -> None:
         """Bring the screen up to date: the table and the lines above it each frame, the panels less often.
