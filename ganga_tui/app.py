@@ -247,6 +247,7 @@ class GangaMonitorApp(App[int]):
         self._tick_deferral = _Deferral()
         self._read_deferral = _Deferral()
         self._frozen_jobs = 0
+        self._detail_screen: JobDetailScreen | None = None
         self._tick_due = False
         self.set_reactive(GangaMonitorApp.notifications, notifications)
         self.notifier.enabled = notifications
@@ -739,8 +740,15 @@ class GangaMonitorApp(App[int]):
         self.push_screen(WarningsScreen())
 
     def open_job(self, job_id: str) -> None:
-        """Show one job's detail."""
-        self.push_screen(JobDetailScreen(job_id))
+        """Show one job's detail, on the one detail screen the app keeps."""
+        screen = self._detail_screen
+        if screen is None:
+            screen = self._detail_screen = JobDetailScreen(job_id)
+            self.install_screen(screen, name="job-detail")
+        else:
+            screen.show_job(job_id)
+        if screen not in self.screen_stack:
+            self.push_screen(screen)
 
     @on(JobTable.JobSelected)
     def job_selected(self, event: JobTable.JobSelected) -> None:

@@ -17,6 +17,9 @@ from ._format import age, duration
 __all__ = ["JobDetail"]
 
 
+_NO_OUTPUT_YET = "(press t to fetch the tail of its stdout/stderr)"
+
+
 def _clock_time(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at * 10) % 10}"
 
@@ -36,7 +39,7 @@ class JobDetail(VerticalScroll):
         self.job_id = job_id
         """The job shown."""
         self.clock = clock
-        self.output = "(press t to fetch the tail of its stdout/stderr)"
+        self.output = _NO_OUTPUT_YET
         """The last output tail received, or why there is none."""
         self._shown: tuple[object, ...] | None = None
         """The row version and the second last drawn."""
@@ -59,6 +62,14 @@ class JobDetail(VerticalScroll):
 
     def on_mount(self) -> None:
         self.refresh_from_store()
+
+    def show_job(self, job_id: str) -> None:
+        """Show another job, from the top."""
+        self.job_id = job_id
+        self.output = _NO_OUTPUT_YET
+        self._shown = None
+        self.refresh_from_store()
+        self.scroll_home(animate=False)
 
     def show_output(self, text: str) -> None:
         """Show a fetched output tail (or the reason there is none)."""
