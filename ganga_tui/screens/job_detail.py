@@ -8,11 +8,12 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from monitor_core import CollectOutput, JobStatus, RefreshJob, TailOutput
 
 from ..widgets.job_detail import JobDetail
+from ..widgets.key_footer import KeyFooter
 
 if TYPE_CHECKING:
     from ..app import GangaMonitorApp
@@ -21,7 +22,12 @@ __all__ = ["JobDetailScreen"]
 
 
 class JobDetailScreen(Screen[None]):
-    """A job's fields, history, operations, errors and output tail."""
+    """A job's fields, history, operations, errors and output tail.
+
+    The app keeps one, installed, and shows the next job on it (:meth:`show_job`): composing a
+    screen per Enter (a dozen widgets mounted and styled, the footer's keys built) was most of
+    what Enter cost.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "app.pop_screen", "Back"),
@@ -34,6 +40,8 @@ class JobDetailScreen(Screen[None]):
         super().__init__()
         self.job_id = job_id
         """The job shown."""
+        self._greeted: str | None = None
+        """The job whose outputs or tail were asked for when it was shown."""
 
     @property
     def monitor(self) -> GangaMonitorApp:
@@ -43,9 +51,20 @@ class JobDetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(f"job {self.job_id}", id="detail-title", classes="title-bar")
         yield JobDetail(self.monitor.store, self.job_id, self.monitor.clock, id="detail")
-        yield Footer()
+        yield KeyFooter()
 
-    def on_mount(self) -> None:
+    def show_job(self, job_id: str) -> None:
+        """Show another job on this screen (before it is pushed again)."""
+        self.job_id = job_id
+        if self.is_mounted:
+            self.query_one("#detail-title", Static).update(f"job {job_id}")
+            self.query_one(JobDetail).show_job(job_id)
+
+    def on_screen_resume(self) -> None:
+        # Once per job shown, not on coming back from a help or prompt screen over it.
+        if self._greeted == self.job_id:
+            return
+        self._greeted = self.job_id
         row = self.monitor.store.rows.get(self.job_id)
         if row is not None and row.status == JobStatus.COMPLETING:
             # Someone looking at a finished job wants its outputs: ahead of the fetch queue.
@@ -72,9 +91,9 @@ class JobDetailScreen(Screen[None]):
     @work(group="commands")
     async def action_tail_output(self) -> None:
         detail = self.query_one(JobDetail)
+        job_id = self.job_id
         detail.show_output("fetching ...")
-        ack = await self.monitor.send_command(
-            TailOutput(job_id=self.job_id), f"output of job {self.job_id}", toast=False
-        )
-        if ack is not None:
+        ack = await self.monitor.send_command(TailOutput(job_id=job_id), f"output of job {job_id}", toast=False)
+        # The screen is kept between jobs: an answer about the last one is not this one's output.
+        if ack is not None and detail.job_id == job_id:
             detail.show_output(ack.message if ack.ok else f"no output: {ack.message}")

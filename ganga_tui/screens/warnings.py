@@ -8,9 +8,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from ..job_store import WarningKind
+from ..widgets.key_footer import KeyFooter
 from ..widgets.warnings_table import WarningsTable
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ class WarningsScreen(Screen[None]):
             f"{legend}  (k = {store.unconfirmed_factor:g}, stuck = {store.stuck_factor:g} x usual)", id="legend"
         )
         yield WarningsTable(store, self.monitor.clock, id="warnings")
-        yield Footer()
+        yield KeyFooter()
 
     def refresh_from_store(self) -> None:
         """Update the rows (called by the app on new events and every second)."""

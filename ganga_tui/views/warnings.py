@@ -71,6 +71,8 @@ class WarningsView:
         batch = self._scan_queue[len(self._scan_queue) - take :]
         del self._scan_queue[len(self._scan_queue) - take :]
         backends = self._fold.backends
+        # A median per group and state, not per job: each is a sort of the group's samples.
+        usual_times: dict[tuple[str, JobStatus], float | None] = {}
         for job_id in batch:
             row = rows.get(job_id)
             if row is None or row.status.is_final:
@@ -89,7 +91,11 @@ class WarningsView:
                     bound = record.collect_bound if record is not None and record.collect_bound else 0.0
                     if now - row.status_since > allowed + bound:
                         found.add(WarningKind.BACKEND_DONE)
-            usual = self._groups.group(row.group).usual_time(row.status)
+            key = (row.group, row.status)
+            if key in usual_times:
+                usual = usual_times[key]
+            else:
+                usual = usual_times[key] = self._groups.group(row.group).usual_time(row.status)
             if usual is not None and now - row.status_since > max(self.stuck_factor * usual, usual + _STUCK_MARGIN):
                 found.add(WarningKind.STUCK)
             if row.collect_error:

@@ -17,6 +17,9 @@ from ._format import age, duration
 __all__ = ["JobDetail"]
 
 
+_NO_OUTPUT_YET = "(press t to fetch the tail of its stdout/stderr)"
+
+
 def _clock_time(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at * 10) % 10}"
 
@@ -36,9 +39,10 @@ class JobDetail(VerticalScroll):
         self.job_id = job_id
         """The job shown."""
         self.clock = clock
-        self.output = "(press t to fetch the tail of its stdout/stderr)"
+        self.output = _NO_OUTPUT_YET
         """The last output tail received, or why there is none."""
-        self._version = -1
+        self._shown: tuple[object, ...] | None = None
+        """The row version and the second last drawn."""
         self.summary = Static(id="detail-summary")
         self.history = Static(id="detail-history")
         self.operations = Static(id="detail-ops")
@@ -59,15 +63,31 @@ class JobDetail(VerticalScroll):
     def on_mount(self) -> None:
         self.refresh_from_store()
 
+    def show_job(self, job_id: str) -> None:
+        """Show another job, from the top."""
+        self.job_id = job_id
+        self.output = _NO_OUTPUT_YET
+        self._shown = None
+        self.refresh_from_store()
+        self.scroll_home(animate=False)
+
     def show_output(self, text: str) -> None:
         """Show a fetched output tail (or the reason there is none)."""
         self.output = text
         self.output_view.update(Text(text))
 
     def refresh_from_store(self) -> None:
-        """Redraw every section from the store."""
+        """Redraw every section from the store when the job changed or a second passed (ages).
+
+        The app calls this on every fold; the sections are Rich tables of unknown height, so an
+        equal redraw would still cost a layout pass of the screen.
+        """
         row = self.store.rows.get(self.job_id)
         now = self.clock()
+        shown = (None if row is None else row.version, int(now))
+        if shown == self._shown:
+            return
+        self._shown = shown
         if row is None:
             self.summary.update(Text(f"job {self.job_id} is not in this session", style="bold red"))
             return

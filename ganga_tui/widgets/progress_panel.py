@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar, Final
 
-from rich.console import RenderableType
-from rich.table import Table
-from rich.text import Text
+from rich.segment import Segment
+from rich.style import Style
+from textual.cache import LRUCache
+from textual.geometry import Region, Size
+from textual.strip import Strip
 from textual.widget import Widget
 
 from monitor_core import JobStatus
@@ -54,6 +56,11 @@ def stacked_bar(counts: dict[JobStatus, int], total: int, width: int) -> list[tu
     return [(name, n) for (name, _), n in zip(sizes, cells, strict=True) if n]
 
 
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells with an ellipsis, as a no-wrap table cell would."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 _PART_STATUSES: Final = tuple(statuses[0] for _, statuses in _PARTS)
 """One status standing for each part (``stacked_bar`` sums the parts' statuses)."""
 _Line = tuple[str, tuple[int, ...], int, str, str]
@@ -90,15 +97,7 @@ class ProgressPanel(Widget):
         """Whether a line per group follows the overall one."""
         self._shown: tuple[tuple[_Line, ...], str | None] | None = None
         """The lines last drawn, and the collect bound's text."""
-
-    def _bar(self, parts: tuple[int, ...], total: int, width: int) -> Text:
-        text = Text()
-        counts = dict(zip(_PART_STATUSES, parts, strict=True))
-        for part, cells in stacked_bar(counts, total, width):
-            text.append("█" * cells, style=self.get_component_rich_style(f"progress--{part}"))
-        if not total:
-            text.append("·" * width, style=self.get_component_rich_style("progress--waiting"))
-        return text
+        self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(256)
 
     @staticmethod
     def _eta(stats: GroupStats, final: int, now: float) -> str:
@@ -122,42 +121,69 @@ class ProgressPanel(Widget):
         bound = None if self.show_groups else self.store.collect_bound()
         return tuple(lines), None if bound is None else f"collect ≥{duration(bound)}"
 
-    def render(self) -> RenderableType:
+    def _ensure_shown(self) -> tuple[tuple[_Line, ...], str | None]:
         if self._shown is None:
             self._shown = self._lines()
-        lines, bound = self._shown
+        return self._shown
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        # One line per group: known without rendering anything (a Rich table's height is not).
+        return len(self._ensure_shown()[0])
+
+    def _done_width(self, lines: tuple[_Line, ...]) -> int:
+        return max(9, *(len(done) for _, _, _, done, _ in lines))
+
+    def render_line(self, y: int) -> Strip:
+        lines, bound = self._ensure_shown()
+        width = self.size.width
+        base = self.rich_style
+        if y >= len(lines):
+            return Strip.blank(width, base)
+        done_width = self._done_width(lines)
+        key = (lines[y], bound, width, done_width, base)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._render_line(lines[y], bound, width, done_width, base)
+            self._strips[key] = strip
+        return strip
+
+    def _render_line(self, line: _Line, bound: str | None, width: int, done_width: int, base: Style) -> Strip:
+        """label, bar, done/total, ETA (and the collect bound), one space apart."""
+        label, parts, total, done, eta = line
         label_width = 14
-        width = max(6, self.size.width - label_width - 9 - 6 - 3)
-        table = Table.grid(padding=(0, 1))
-        table.add_column(width=label_width, no_wrap=True)
-        table.add_column(no_wrap=True)
-        table.add_column(justify="right", no_wrap=True, width=9)
-        table.add_column(justify="right", no_wrap=True, width=6)
+        bar_width = max(6, width - label_width - done_width - 6 - 3)
         if bound is not None:
-            # The best the service's allowance permits for the queued outputs, beside the plan's ETA.
-            table.add_column(justify="left", no_wrap=True, width=16)
-            width = max(6, width - 17)
-        for label, parts, total, done, eta in lines:
-            cells: list[RenderableType] = [
-                Text(shorten(label, label_width), style="bold" if label == "all jobs" else ""),
-                self._bar(parts, total, width),
-                done,
-                eta,
-            ]
-            if bound is not None:
-                cells.append(Text(bound, style="dim"))
-            table.add_row(*cells)
-        return table
+            bar_width = max(6, bar_width - 17)
+        label_style = base + Style(bold=True) if label == "all jobs" else base
+        segments = [Segment(f"{shorten(label, label_width):<{label_width}} ", label_style)]
+        counts = dict(zip(_PART_STATUSES, parts, strict=True))
+        for part, cells in stacked_bar(counts, total, bar_width):
+            segments.append(Segment("█" * cells, base + self.get_component_rich_style(f"progress--{part}")))
+        if not total:
+            segments.append(Segment("·" * bar_width, base + self.get_component_rich_style("progress--waiting")))
+        segments.append(Segment(f" {_fit(done, done_width):>{done_width}} {_fit(eta, 6):>6}", base))
+        if bound is not None:
+            segments.append(Segment(f" {_fit(bound, 16):<16}", base + Style(dim=True)))
+        return Strip(segments).adjust_cell_length(width, base)
 
     def refresh_from_store(self) -> None:
         """Redraw when what is shown changed (counts, ETAs, the bound); resize when groups came or went.
 
-        A Rich table of bars per group costs a render and, with its height unknown to Textual, a
-        layout pass: neither is spent on a frame that would draw the same lines.
+        Each line is drawn from a cache keyed by what it shows, and only the lines that changed
+        are repainted; a layout pass only when groups came or went.
         """
         shown = self._lines()
-        if shown == self._shown:
+        old = self._shown
+        if shown == old:
             return
-        grew = self._shown is None or len(shown[0]) != len(self._shown[0])
         self._shown = shown
-        self.refresh(layout=self.show_groups and grew)
+        if old is None or len(shown[0]) != len(old[0]) or shown[1] != old[1]:
+            self.refresh(layout=self.show_groups)
+            return
+        width = self.size.width
+        if self._done_width(shown[0]) != self._done_width(old[0]):
+            self.refresh()
+            return
+        for y, (new_line, old_line) in enumerate(zip(shown[0], old[0], strict=True)):
+            if new_line != old_line:
+                self.refresh(Region(0, y, width, 1))

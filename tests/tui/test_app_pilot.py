@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from textual.command import CommandPalette
+from textual.widget import Widget
 from textual.widgets import Input, Sparkline, Static
 
 from ganga_tui.app import GangaMonitorApp
@@ -67,7 +68,7 @@ async def test_dashboard_shows_backends_jobs_operations_and_progress() -> None:
         assert "90/600" in str(rows["dirac-sim"].query_one(".backend--right", Static).render())
         ops = app.query_one(OpQueue)
         # Live operations oldest first, then the finished one, fading.
-        assert [key.value for key in ops.rows] == ["501", "502", "503", "504", "500"]
+        assert ops.shown_ids == (501, 502, 503, 504, 500)
         assert ops.border_title == "operations: 2 in flight, 2 queued"
         assert "32/60 final" in status_bar(app)
         assert "4 warnings" in status_bar(app)
@@ -351,11 +352,9 @@ async def test_results_lag_fetches_and_the_collect_bound_are_shown_beside_status
         assert "collect ≥12s" in plain_render(overall)
 
 
-def plain_render(widget: object) -> str:
-    console = Console(width=200, color_system=None)
-    with console.capture() as capture:
-        console.print(widget.render())  # type: ignore[attr-defined]
-    return capture.get()
+def plain_render(widget: Widget) -> str:
+    """The widget's lines as drawn (line-API widgets render no renderable)."""
+    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
 
 
 async def test_c_collects_the_highlighted_jobs_outputs_and_the_detail_of_a_completing_job_asks_for_them() -> None:

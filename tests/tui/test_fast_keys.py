@@ -73,3 +73,24 @@ async def test_end_keeps_the_last_row_on_screen_when_the_table_shrinks() -> None
         await pilot.pause()
         last_line = jobs.render_line(jobs.scrollable_content_region.height - 1).text
         assert last_line.split()[0] == "60"
+
+
+async def test_the_detail_screen_is_kept_and_shows_the_next_job_from_scratch() -> None:
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_job("3")
+        first = app.screen
+        await wait_for(pilot, lambda: first.is_mounted)
+        first.query_one(JobDetail).show_output("tail of job 3")
+        await pilot.press("escape")
+        assert app.screen is app.main_screen
+        app.open_job("16")
+        await pilot.pause()
+        assert app.screen is first, "the same screen, not a new one per Enter"
+        detail = first.query_one(JobDetail)
+        assert detail.job_id == "16"
+        assert "job 16" in str(first.query_one("#detail-title", Static).content)
+        assert "tail of job 3" not in detail.output
+        await pilot.press("escape")
+        assert app.screen is app.main_screen
