@@ -9,7 +9,10 @@ each job that moved as Ganga's ``monitor_dirac_running_jobs`` does. A job DIRAC 
 final is reported so, which makes the lane queue its output fetch: the fetch runs Ganga's own
 finalisation (``DiracBase._internal_job_finalisation``: state times, output sandbox download,
 ``completing`` -> ``completed``, or ``failed``) on a worker thread, never on Ganga's main
-thread, and is retried with backoff until Ganga holds the outcome DIRAC reported.
+thread, and is retried with backoff until Ganga holds the outcome DIRAC reported. The DIRAC
+commands that finalisation asks for are answered by the lane's own DIRAC client process
+(:mod:`._dirac_commands`), which starts reading a job's records the moment the poll's answer
+names it final.
 
 Subjobs are tracked from their own ``submitted`` change, so a split job's first subjobs are
 polled, and finished, while its master is still submitting the rest (Ganga issue #2121).
