@@ -61,7 +61,8 @@ class DiracCommandClient:
         self._name = name
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
-        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self._pending: dict[int, tuple[subprocess.Popen[bytes], concurrent.futures.Future[Any]]] = {}
+        """Commands awaiting their answer, with the process running each."""
         self._ids = itertools.count(1)
         self._closed = False
         self.restarts = 0
@@ -85,10 +86,11 @@ class DiracCommandClient:
             return future
         with self._lock:
             try:
-                stdin = self._ensure_process()
+                process = self._ensure_process()
+                assert process.stdin is not None
                 request["id"] = call_id = next(self._ids)
-                self._pending[call_id] = future
-                write_frame(stdin, request)
+                self._pending[call_id] = (process, future)
+                write_frame(process.stdin, request)
             except (OSError, ValueError) as exc:
                 self._pending.pop(request.get("id", 0), None)
                 future.set_exception(BackendError(f"{self._name}: DIRAC command process unavailable: {exc}"))
@@ -121,8 +123,8 @@ class DiracCommandClient:
             with contextlib.suppress(OSError, ValueError):
                 write_frame(process.stdin, message)
 
-    def _ensure_process(self) -> IO[bytes]:
-        """The running process's stdin, starting a process if there is none (under the lock)."""
+    def _ensure_process(self) -> subprocess.Popen[bytes]:
+        """The running process, starting one if there is none (under the lock)."""
         if self._closed:
             raise ValueError("the client is closed")
         process = self._process
@@ -142,8 +144,7 @@ class DiracCommandClient:
             threading.Thread(
                 target=self._read_replies, args=(process,), name=f"ganga-monitor[{self._name}] commands", daemon=True
             ).start()
-        assert process.stdin is not None
-        return process.stdin
+        return process
 
     def _read_replies(self, process: subprocess.Popen[bytes]) -> None:
         """Hand each answer to its caller as it arrives; fail the rest when the process ends."""
@@ -153,26 +154,34 @@ class DiracCommandClient:
                 if not isinstance(reply, dict):
                     continue
                 with self._lock:
-                    future = self._pending.pop(reply.get("id", 0), None)
-                if future is None or future.done():
+                    entry = self._pending.pop(reply.get("id", 0), None)
+                if entry is None or entry[1].done():
                     continue
-                if reply.get("ok"):
-                    try:
-                        future.set_result(decode(reply.get("value")))
-                    except ValueError as exc:
-                        future.set_exception(BackendError(f"garbled answer from DIRAC's client: {exc}"))
-                else:
-                    future.set_exception(BackendError(f"DIRAC command failed: {reply.get('error')}"))
+                _answer(entry[1], reply)
         finally:
             with self._lock:
                 if self._process is process:
                     self._process = None
-                lost = [future for future in self._pending.values()]
-                self._pending.clear()
+                lost = [future for runner, future in self._pending.values() if runner is process]
+                self._pending = {call_id: entry for call_id, entry in self._pending.items() if entry[0] is not process}
             _stop(process)
             for future in lost:
-                if not future.done():
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
                     future.set_exception(BackendError(f"{self._name}: DIRAC command process ended mid-command"))
+
+
+def _answer(future: concurrent.futures.Future[Any], reply: dict[str, Any]) -> None:
+    # A caller that stopped waiting may have cancelled its future meanwhile.
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        if not reply.get("ok"):
+            future.set_exception(BackendError(f"DIRAC command failed: {reply.get('error')}"))
+            return
+        try:
+            value = decode(reply.get("value"))
+        except ValueError as exc:
+            future.set_exception(BackendError(f"garbled answer from DIRAC's client: {exc}"))
+            return
+        future.set_result(value)
 
 
 def _frames(stream: IO[bytes]) -> Iterator[Any]:
