@@ -389,12 +389,14 @@ class GangaDiracBackend(GangaBackend):
         """Each job's finalisation still running on a worker thread, even if the lane gave up on it."""
 
     async def start(self) -> None:
-        if self._commands is not None:
-            starting = asyncio.ensure_future(asyncio.to_thread(self._commands.start))
-            await self._runner.start()
-            await starting
-        else:
-            await self._runner.start()
+        starting = None if self._commands is None else asyncio.ensure_future(asyncio.to_thread(self._commands.start))
+        await self._runner.start()
+        if starting is not None:
+            try:
+                await starting
+            except (OSError, ValueError) as exc:
+                # Started again on the first finalisation; Ganga's executor takes over if it never runs.
+                log.warning("%s: the DIRAC command process did not start: %s", self.name, exc)
 
     async def close(self) -> None:
         await self._runner.close()

@@ -39,6 +39,7 @@ __all__ = ["DiracCommandClient", "route_finalisation_commands"]
 log = logging.getLogger(__name__)
 
 _PACKAGE_ROOT: Final = str(Path(__file__).resolve().parents[2])
+_BROKEN_RUNS: Final = 3
 
 
 class DiracCommandClient:
@@ -66,6 +67,17 @@ class DiracCommandClient:
         self._ids = itertools.count(1)
         self._closed = False
         self.restarts = 0
+        self._broken_runs = 0
+        """Processes in a row that ended without answering a command they were given."""
+
+    @property
+    def usable(self) -> bool:
+        """Whether commands should come here.
+
+        ``False`` once three processes in a row ended without answering (DIRAC's client cannot
+        run there): Ganga's executor takes over.
+        """
+        return self._broken_runs < _BROKEN_RUNS
 
     def start(self) -> None:
         """Start the process now rather than on the first command (blocking)."""
@@ -92,6 +104,8 @@ class DiracCommandClient:
                 self._pending[call_id] = (process, future)
                 write_frame(process.stdin, request)
             except (OSError, ValueError) as exc:
+                if isinstance(exc, OSError):
+                    self._broken_runs += 1  # the process ended before it read its command
                 self._pending.pop(request.get("id", 0), None)
                 future.set_exception(BackendError(f"{self._name}: DIRAC command process unavailable: {exc}"))
         return future
@@ -149,10 +163,12 @@ class DiracCommandClient:
     def _read_replies(self, process: subprocess.Popen[bytes]) -> None:
         """Hand each answer to its caller as it arrives; fail the rest when the process ends."""
         assert process.stdout is not None
+        answered = 0
         try:
             for reply in _frames(process.stdout):
                 if not isinstance(reply, dict):
                     continue
+                answered += 1
                 with self._lock:
                     entry = self._pending.pop(reply.get("id", 0), None)
                 if entry is None or entry[1].done():
@@ -164,6 +180,15 @@ class DiracCommandClient:
                     self._process = None
                 lost = [future for runner, future in self._pending.values() if runner is process]
                 self._pending = {call_id: entry for call_id, entry in self._pending.items() if entry[0] is not process}
+                if answered:
+                    self._broken_runs = 0
+                elif lost and not self._closed:
+                    self._broken_runs += 1
+                    if not self.usable:
+                        log.error(
+                            "%s: DIRAC's client does not run in its command process; Ganga's executor takes over",
+                            self._name,
+                        )
             _stop(process)
             for future in lost:
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
@@ -257,6 +282,7 @@ def _install_route() -> None:
             client: DiracCommandClient | None = getattr(_routing, "client", None)
             if (
                 client is None
+                or not client.usable
                 or env is not None
                 or getattr(cred_req, "dirac_env", None)
                 or not _serves(client, self.prepare_process_env(env, cred_req))

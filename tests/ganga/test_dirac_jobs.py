@@ -203,6 +203,32 @@ def test_gangas_finalisation_commands_run_in_the_lanes_dirac_client(ganga_instal
     assert asked["downloadSandbox"] == 1
 
 
+def echo(dirac: Any, **arguments: Any) -> dict[str, Any]:
+    """A DIRAC command of this module's own, for a command process that cannot run DIRAC."""
+    return {"OK": True, "Value": arguments}
+
+
+def test_a_command_process_where_dirac_cannot_run_hands_back_to_gangas_executor(tmp_path: Path) -> None:
+    from monitor_core.ganga._dirac_commands import DiracCommandClient
+
+    # A DIRAC environment without DIRAC in it: the command process ends as it starts.
+    env_json = tmp_path / "dirac-env.json"
+    env_json.write_text(json.dumps({"PATH": "/usr/bin:/bin", "DIRACOS": "", "PYTHONPATH": str(tmp_path)}))
+    client = DiracCommandClient(str(env_json), "", name="Dirac")
+    try:
+        errors = []
+        for _ in range(6):
+            with pytest.raises(Exception) as failure:  # noqa: PT011 - any failure, as long as the caller hears of it
+                client.run(echo, {"id": 1}).result(30)
+            errors.append(str(failure.value))
+            if not client.usable:
+                break
+    finally:
+        client.close()
+    assert not client.usable, errors
+    assert all("DIRAC command" in error for error in errors), errors
+
+
 def state_time_of(finished: dict[str, Any]) -> datetime.datetime:
     value: datetime.datetime = finished["Value"][3]["completed"]
     return value
