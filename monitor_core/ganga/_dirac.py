@@ -9,7 +9,10 @@ each job that moved as Ganga's ``monitor_dirac_running_jobs`` does. A job DIRAC 
 final is reported so, which makes the lane queue its output fetch: the fetch runs Ganga's own
 finalisation (``DiracBase._internal_job_finalisation``: state times, output sandbox download,
 ``completing`` -> ``completed``, or ``failed``) on a worker thread, never on Ganga's main
-thread, and is retried with backoff until Ganga holds the outcome DIRAC reported.
+thread, and is retried with backoff until Ganga holds the outcome DIRAC reported. The DIRAC
+commands that finalisation asks for are answered by the lane's own DIRAC client process
+(:mod:`._dirac_commands`), which starts reading a job's records the moment the poll's answer
+names it final.
 
 Subjobs are tracked from their own ``submitted`` change, so a split job's first subjobs are
 polled, and finished, while its master is still submitting the rest (Ganga issue #2121).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +39,7 @@ from ..backends._runners import MAX_FRAME, CallRunner, ProcessRunner, _Worker
 from ._backend import GangaBackend, answer_of
 from ._calls import CallOutcome, _confirm, _describe, _settle, _thread_loop
 from ._changes import CallContext, StatusChange
+from ._dirac_commands import DiracCommandClient, route_finalisation_commands
 from ._hooks import current_call, job_change
 from ._registry import raw_job
 
@@ -242,11 +247,13 @@ def _start_dirac_executor(job: Any) -> None:
             manager.start_dirac_process(environment)
 
 
-def _finalise(job_id: str, expected: str, finalised: set[str]) -> tuple[str, ...]:
+def _finalise(job_id: str, expected: str, finalised: set[str], commands: DiracCommandClient | None) -> tuple[str, ...]:
     """Ganga's own finalisation of a job DIRAC reported final (worker thread); the files it put in place.
 
     ``finalised`` holds the jobs whose finalisation went through; a job Ganga already holds as
     ``failed`` may have failed its output download, so like Ganga's own retry it goes again.
+    ``commands``: the DIRAC client process that answers the finalisation's DIRAC commands
+    (``None``: Ganga's DIRAC executor does).
 
     Raises:
         BackendError: Ganga's finalisation did not bring the job to ``expected``.
@@ -270,13 +277,19 @@ def _finalise(job_id: str, expected: str, finalised: set[str]) -> tuple[str, ...
         _guard_master_updates()
         job.been_queued = True
         _in_finalisation.active = True
+        dirac_id = job.backend.id
+        if commands is not None and isinstance(dirac_id, int):
+            commands.prefetch([(dirac_id, expected == "completed")])  # if the poll has not already
         try:
-            _thread_loop().run_until_complete(DiracBase._internal_job_finalisation(job, expected))
+            with route_finalisation_commands(commands) if commands is not None else contextlib.nullcontext():
+                _thread_loop().run_until_complete(DiracBase._internal_job_finalisation(job, expected))
         except Exception as exc:
             raise BackendError(f"Ganga's finalisation of job {job_id} raised {type(exc).__name__}: {exc}") from exc
         finally:
             job.been_queued = False
             _in_finalisation.active = False
+            if commands is not None and isinstance(dirac_id, int):
+                commands.release([dirac_id])
         if str(job.status) != expected:
             raise BackendError(f"Ganga's finalisation left job {job_id} {job.status}, not {expected}")
         finalised.add(job_id)
@@ -353,6 +366,7 @@ class GangaDiracBackend(GangaBackend):
         max_resubmit_fraction: float | None,
         runner: CallRunner,
         settings: DiracSettings,
+        commands: DiracCommandClient | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -362,6 +376,7 @@ class GangaDiracBackend(GangaBackend):
             max_resubmit_fraction=max_resubmit_fraction,
         )
         self._runner = runner
+        self._commands = commands
         self.settings = settings
         self._outcomes: dict[str, str] = {}
         """Ganga's outcome of each job DIRAC reported final, until it is finalised."""
@@ -374,10 +389,19 @@ class GangaDiracBackend(GangaBackend):
         """Each job's finalisation still running on a worker thread, even if the lane gave up on it."""
 
     async def start(self) -> None:
+        starting = None if self._commands is None else asyncio.ensure_future(asyncio.to_thread(self._commands.start))
         await self._runner.start()
+        if starting is not None:
+            try:
+                await starting
+            except (OSError, ValueError) as exc:
+                # Started again on the first finalisation; Ganga's executor takes over if it never runs.
+                log.warning("%s: the DIRAC command process did not start: %s", self.name, exc)
 
     async def close(self) -> None:
         await self._runner.close()
+        if self._commands is not None:
+            await asyncio.to_thread(self._commands.close)
         await super().close()
 
     async def poll(self, backend_ids: Sequence[str]) -> PollResult:
@@ -395,6 +419,7 @@ class GangaDiracBackend(GangaBackend):
             }
             answer = await self._ask(asked)
         said, refused = _parse(answer, asked)
+        self._prefetch(said, views)
         stale: set[str] = set()
         for job_id, seen in views.items():
             if seen.dirac_id is not None and not seen.is_master and seen.status in _MONITORED:
@@ -429,6 +454,22 @@ class GangaDiracBackend(GangaBackend):
             ended.append(StatusReport(job_id, status, info=said.get(job_id, ("",))[0] or ""))
         return PollResult(reports=result.reports + ended, rejections=result.rejections + refused)
 
+    def _prefetch(self, said: Mapping[str, _Said], views: Mapping[str, _View]) -> None:
+        """Have the records of jobs DIRAC reports final read now, side by side, for their finalisations."""
+        if self._commands is None:
+            return
+        finals = self.settings.finalised_statuses
+        ended: list[tuple[int, bool]] = []
+        for job_id, (major, _, _) in said.items():
+            outcome = finals.get(major or "")
+            view = views.get(job_id)
+            if outcome is None or view is None or view.dirac_id is None:
+                continue
+            if not view.is_master and view.status in _MONITORED:
+                ended.append((view.dirac_id, outcome == "completed"))
+        if ended:
+            self._commands.prefetch(ended)
+
     async def _ask(self, asked: Mapping[int, str]) -> Any:
         return await self._runner.call("status", list(asked)) if asked else []
 
@@ -445,7 +486,7 @@ class GangaDiracBackend(GangaBackend):
         if expected is None:
             expected = await self.in_threads(lambda ids: _outcome_from_ganga(ids[0], self.settings), [backend_id])
         with self._finalising_lock:
-            future = self._executor.submit(_finalise, backend_id, expected, self._finalised_jobs)
+            future = self._executor.submit(_finalise, backend_id, expected, self._finalised_jobs, self._commands)
             self._finalising[backend_id] = future
         future.add_done_callback(lambda done: self._finalised(backend_id, done))
         files = await asyncio.wrap_future(future)

@@ -31,6 +31,7 @@ from ..backends.slurm import SlurmCommands
 from ._backend import GangaBackend, info_of
 from ._changes import StatusChange, ganga_status, job_from_change
 from ._dirac import GANGA_DIRAC, DiracClientRunner, DiracSettings, GangaDiracBackend, dirac_settings
+from ._dirac_commands import DiracCommandClient
 from ._exits import ExitWatcher
 from ._slurm import GANGA_SLURM, GangaSlurmBackend
 
@@ -64,9 +65,9 @@ class DriveConfig:
     finalise them as output fetches; ``False`` runs Ganga's own update on them instead."""
     dirac_max_batch: int = 500
     """Most jobs one DIRAC status call asks about."""
-    dirac_fetch_concurrency: int = 6
-    """Finalisations (output sandbox downloads) of Dirac jobs in flight at once (as many as
-    Ganga's DIRAC executor process runs calls at once)."""
+    dirac_fetch_concurrency: int = 32
+    """Finalisations (output sandbox downloads) of Dirac jobs in flight at once: a poll finds
+    the jobs that ended over an interval, and each waits on DIRAC, not on this machine."""
     policy: AdaptiveInterval = field(default_factory=lambda: AdaptiveInterval(slow=1.0))
     """How often each job is confirmed. Ganga's jobs are asked about in bulk, so an idle job
     costs little: none is confirmed less often than its backend's interval, as in Ganga's loop."""
@@ -243,6 +244,7 @@ class GangaDriver:
                     dirac.env_json, _proxy_location(), size=capabilities.max_concurrency, name=backend
                 ),
                 settings=dirac,
+                commands=DiracCommandClient(dirac.env_json, _proxy_location(), name=backend),
             )
         elif slurm_commands is not None:
             lane_backend = GangaSlurmBackend(

@@ -119,6 +119,121 @@ def test_the_stand_in_dirac_client_runs_a_job_and_returns_its_files(tmp_path: Pa
     datetime.datetime.strptime(uploaded, "%Y/%m/%d %H:%M")
 
 
+SUBMIT = textwrap.dedent(
+    """
+    import json, time
+    from DIRAC.Core.Base.Script import parseCommandLine
+    parseCommandLine()
+    from DIRAC.Interfaces.API.Dirac import Dirac
+    from DIRAC.Interfaces.API.Job import Job
+
+    dirac = Dirac()
+    job = Job()
+    job.setExecutable("run.sh", "", "Ganga_Executable.log")
+    job.setInputSandbox(["run.sh"])
+    job.setOutputSandbox(["result.txt"])
+    dirac_id = dirac.submitJob(job)["Value"]
+    deadline = time.time() + 30
+    while dirac.getJobStatus([dirac_id])["Value"][dirac_id]["Status"] != "Done" and time.time() < deadline:
+        time.sleep(0.05)
+    print(json.dumps(dirac_id))
+    """
+)
+
+
+STATES = ("running", "completing")
+
+
+def test_gangas_finalisation_commands_run_in_the_lanes_dirac_client(ganga_installed: str, tmp_path: Path) -> None:
+    """Ganga's own DIRAC commands, run by drive mode's command process.
+
+    Answers come as Ganga's DIRAC executor gives them, a finished job's records are read from
+    DIRAC once for all of its finalisation's commands, and its sandbox is downloaded once.
+    """
+    import importlib
+
+    from monitor_core.ganga._dirac_commands import DiracCommandClient
+
+    commands = importlib.import_module("ganga.GangaDirac.Lib.Server.DiracNewCommands")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "run.sh").write_text("#!/bin/sh\necho from the grid\necho 42 > result.txt\n")
+    with DiracGridProcess(tmp_path / "grid", DiracSimConfig(latency_median=0.2, latency_sigma=0.0)) as grid:
+        environment = write_dirac_env(tmp_path / "env", grid.address)
+        variables = json.loads(environment.env_json.read_text())
+        submitted = subprocess.run(
+            ["python", "-"], input=SUBMIT, env=variables, cwd=work, capture_output=True, text=True, timeout=60
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        dirac_id = json.loads(submitted.stdout)
+        client = DiracCommandClient(str(environment.env_json), str(environment.proxy), name="Dirac")
+        try:
+            client.start()
+            before = grid.statistics()["calls"]
+            client.prefetch([(dirac_id, True)])
+            output = tmp_path / "output"
+            output.mkdir()
+            # Ganga's complete_dirac_job: two state times, then finished_job.
+            times = [client.run(commands.getStateTime, {"id": dirac_id, "status": state}) for state in STATES]
+            running, completing = (future.result(30) for future in times)
+            finished = client.run(
+                commands.finished_job,
+                {"id": dirac_id, "outputDir": str(output), "unpack": True, "downloadSandbox": True},
+            ).result(30)
+            failing = client.run(commands.getStateTime, {"id": 12345, "status": "running"}).result(30)
+            client.release([dirac_id])
+            after = grid.statistics()["calls"]
+        finally:
+            client.close()
+    assert running["OK"], running
+    assert completing["OK"], completing
+    assert isinstance(running["Value"], datetime.datetime)
+    assert running["Value"] <= state_time_of(finished)
+    assert finished["OK"], finished
+    cpu, sandbox, _, state_time, _ = finished["Value"]
+    assert cpu is not None  # NormCPUTime(s), from the job's parameters
+    assert sandbox["OK"], sandbox
+    assert isinstance(state_time["completed"], datetime.datetime)
+    assert (output / "result.txt").read_text() == "42\n"
+    assert failing == {"OK": True, "Value": None}  # DIRAC's error on an unknown job, as getStateTime words it
+    asked = {method: after.get(method, 0) - before.get(method, 0) for method in after}
+    # Three state times read one logging record; CPU time and output data, one parameter read.
+    assert asked["getJobLoggingInfo"] == 2  # the finished job once, the unknown job once
+    assert asked["getJobParameters"] == 1
+    assert asked["downloadSandbox"] == 1
+
+
+def echo(dirac: Any, **arguments: Any) -> dict[str, Any]:
+    """A DIRAC command of this module's own, for a command process that cannot run DIRAC."""
+    return {"OK": True, "Value": arguments}
+
+
+def test_a_command_process_where_dirac_cannot_run_hands_back_to_gangas_executor(tmp_path: Path) -> None:
+    from monitor_core.ganga._dirac_commands import DiracCommandClient
+
+    # A DIRAC environment without DIRAC in it: the command process ends as it starts.
+    env_json = tmp_path / "dirac-env.json"
+    env_json.write_text(json.dumps({"PATH": "/usr/bin:/bin", "DIRACOS": "", "PYTHONPATH": str(tmp_path)}))
+    client = DiracCommandClient(str(env_json), "", name="Dirac")
+    try:
+        errors = []
+        for _ in range(6):
+            with pytest.raises(Exception) as failure:  # noqa: PT011 - any failure, as long as the caller hears of it
+                client.run(echo, {"id": 1}).result(30)
+            errors.append(str(failure.value))
+            if not client.usable:
+                break
+    finally:
+        client.close()
+    assert not client.usable, errors
+    assert all("DIRAC command" in error for error in errors), errors
+
+
+def state_time_of(finished: dict[str, Any]) -> datetime.datetime:
+    value: datetime.datetime = finished["Value"][3]["completed"]
+    return value
+
+
 def _check_outcome(run: GangaRun, grid: DiracGrid) -> dict[str, Any]:
     """Ganga's registry, the bus and the grid agree; each finished job's output was downloaded once."""
     assert run.returncode == 0, run.explain()
