@@ -639,7 +639,7 @@ class Lane(OutputCollection):
             changed = await self._apply_poll(op, result)
             latency = self._finish(op, "done", changed=changed, detail=result.detail)
             self.health.poll_latency.add(latency)
-            self._return_to_heap(op)
+            self._return_to_heap(op, asked_at=op.started_at)
             return
         assert error is not None
         self.breaker.record_failure(error)
@@ -682,11 +682,18 @@ class Lane(OutputCollection):
                     self.carry_out(effects)
         return book.transitions - transitions_before
 
-    def _return_to_heap(self, op: Operation) -> None:
-        """Schedule the batch's still-active jobs one interval from now (the hot path of a sweep)."""
+    def _return_to_heap(self, op: Operation, *, asked_at: float | None = None) -> None:
+        """Schedule the batch's still-active jobs one interval on (the hot path of a sweep).
+
+        An answer tells each job's state when the question was sent (``asked_at``), so the next
+        question is due one interval after that, not after the answer: a job that ends just
+        after a poll is sent is then seen within one interval plus one call, not plus two.
+        Without an answer (the call failed) the interval counts from now.
+        """
         jobs, active, in_ops, due_at, heap = self._book.jobs, self.active, self._in_ops, self._due_at, self._due
         now = self._clock.now()
         wall = self._clock.to_wall(now)
+        since = now if asked_at is None else min(asked_at, now)
         policy, base, groups = self._context.policy, self.base_interval, self._book.groups
         earliest = heap[0][0] if heap else None
         # A lane already behind has no calls to spare for polling some jobs sooner than the
@@ -697,7 +704,7 @@ class Lane(OutputCollection):
         for job_id in op.job_ids:
             if job_id in active and not in_ops.get(job_id):
                 job = jobs[job_id]
-                due = due_at[job_id] = now + max(floor, policy.interval(job, base, wall, groups.get(job.group)))
+                due = due_at[job_id] = since + max(floor, policy.interval(job, base, wall, groups.get(job.group)))
                 members = by_due.get(due)
                 if members is None:
                     by_due[due] = [job_id]

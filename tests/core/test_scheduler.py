@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 
 import pytest
 
 from monitor_core import (
+    AdaptiveInterval,
     BreakerChanged,
     Event,
     Job,
@@ -292,3 +294,30 @@ async def test_tracking_in_bulk_does_what_tracking_one_by_one_does(make_schedule
             assert record.next_poll_at == pytest.approx(scheduler.wall(due))
         assert len(lane._due) < 2004 / 100
         recorder.stop()
+
+
+async def test_the_next_poll_of_a_job_is_due_an_interval_after_the_last_was_sent(
+    make_scheduler: MakeScheduler,
+) -> None:
+    # Each answer takes 0.3 s and the interval is 0.5 s. An answer says how the job was when
+    # the question was sent, so the next question goes one interval after that: a job ending
+    # just after a poll is sent is seen within interval + one call. Counting the interval from
+    # the answer would space the polls 0.8 s apart and leave it unseen for interval + two calls.
+    backend = ScriptedBackend(
+        "grid",
+        caps=Capabilities(max_batch=10, max_concurrency=1, poll_interval=0.5, call_timeout=2),
+        timeline=(JobStatus.RUNNING,) * 6 + (JobStatus.COMPLETED,),
+        delay=0.3,
+    )
+    fixed = AdaptiveInterval(fast=1.0, slow=1.0)
+    async with make_scheduler([backend], policy=fixed) as scheduler:
+        recorder = Recorder(scheduler.bus.subscribe())
+        await scheduler.submit(specs(1, "grid"))
+        await settle(scheduler)
+        recorder.stop()
+    starts = [e.at for e in recorder.of(OpStarted) if isinstance(e, OpStarted)]
+    assert len(starts) >= 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    # Between the interval (0.5 s) and the interval plus the call (0.8 s): a direction, with
+    # room on both sides for a slow machine.
+    assert sorted(gaps)[len(gaps) // 2] < 0.65, gaps
