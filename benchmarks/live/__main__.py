@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         out = args.out or ROOT / "benchmarks" / "reference" / f"live-{stamp}.json"
         picture = args.plot or ROOT / "screenshots" / "live-benchmark.png"
+    if out.is_dir():
+        # A directory names where the results go; the file inside it gets the run's name.
+        out = out / f"live{'-quick' if args.quick else ''}-{stamp}.json"
+    if picture.is_dir():
+        picture = picture / f"live{'-quick' if args.quick else ''}-{stamp}.png"
     if args.from_json is not None:
         document = json.loads(args.from_json.read_text())
         print(table(document["runs"], document["label"]))
