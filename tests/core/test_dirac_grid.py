@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 import psutil
@@ -12,6 +13,8 @@ import pytest
 
 from monitor_core.sim import DiracAsyncClient, DiracSimConfig
 from monitor_core.sim._grid import DiracGrid, read_grid_file
+from monitor_core.sim.dirac_env import DIRAC_PACKAGE_ROOT
+from monitor_core.sim.dirac_site.DIRAC._service import SERVICE_VARIABLE
 
 from ..conftest import until
 
@@ -104,4 +107,29 @@ async def test_a_live_session_keeps_its_grid_from_idling_out(tmp_path: Path) -> 
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
+        await grid.stop()
+
+
+async def test_the_stand_in_dirac_client_answers_more_ids_than_the_service_takes_at_once(tmp_path: Path) -> None:
+    # Ganga asks DIRAC for numParallelJobs (1000) statuses at a time; the service answers at
+    # most its bulk limit (500) per request, and DIRAC's client is the one that must cope.
+    grid = DiracGrid(tmp_path / "grid", FAST, idle_exit=30)
+    port = await grid.find_or_start()
+    try:
+        client = DiracAsyncClient(port=port)
+        ids = (await client.submitJobs([{"name": f"j{i}", "duration": 60} for i in range(1200)]))["Value"]
+        script = (
+            "import json, sys\n"
+            "from DIRAC.Interfaces.API.Dirac import Dirac\n"
+            "answer = Dirac().getJobStatus(json.loads(sys.argv[1]))\n"
+            "print(json.dumps({'OK': answer['OK'], 'ids': sorted(answer.get('Value', {}))}))\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(DIRAC_PACKAGE_ROOT), SERVICE_VARIABLE: f"127.0.0.1:{port}"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, json.dumps(ids), env=env, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await process.communicate()
+        answer = json.loads(out)
+        assert answer == {"OK": True, "ids": sorted(ids)}
+    finally:
         await grid.stop()

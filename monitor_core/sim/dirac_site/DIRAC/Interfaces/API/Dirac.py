@@ -23,6 +23,10 @@ __all__ = ["Dirac"]
 _NO_CATALOGUE = "the simulated DIRAC grid has no file catalogue"
 
 
+_STATUS_PIECE = 500
+"""Ids per status request: the simulated service's default bulk limit."""
+
+
 def _ids(job_ids: Any) -> list[int]:
     if isinstance(job_ids, int | str):
         return [int(job_ids)]
@@ -68,17 +72,26 @@ class Dirac:
         return answer
 
     def getJobStatus(self, jobIDs: Any) -> dict[str, Any]:
-        """Status, minor status and site of each job, keyed by its int id."""
-        answer = call("getJobStatus", _ids(jobIDs))
-        if not answer["OK"]:
-            return answer
-        value = answer["Value"]
-        if not isinstance(value, dict):
-            return S_ERROR("malformed status answer")
-        try:
-            return S_OK({int(job_id): record for job_id, record in value.items()})
-        except ValueError:
-            return S_ERROR("malformed status answer")
+        """Status, minor status and site of each job, keyed by its int id.
+
+        DIRAC's client takes any number of ids (Ganga asks for ``numParallelJobs``, 1000, at a
+        time); the service answers at most its bulk limit per request, so a longer list is
+        asked for in pieces, one after another, as one call.
+        """
+        ids = _ids(jobIDs)
+        statuses: dict[int, Any] = {}
+        for start in range(0, max(len(ids), 1), _STATUS_PIECE):
+            answer = call("getJobStatus", ids[start : start + _STATUS_PIECE])
+            if not answer["OK"]:
+                return answer
+            value = answer["Value"]
+            if not isinstance(value, dict):
+                return S_ERROR("malformed status answer")
+            try:
+                statuses.update((int(job_id), record) for job_id, record in value.items())
+            except ValueError:
+                return S_ERROR("malformed status answer")
+        return S_OK(statuses)
 
     def getJobLoggingInfo(self, jobID: Any) -> dict[str, Any]:
         """The job's logging records: (status, minor status, application status, UTC time, source)."""
