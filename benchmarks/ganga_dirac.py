@@ -196,8 +196,9 @@ def _ending_run(mode: str, jobs: int, spread: float, poll: float) -> dict[str, A
     grid_config = GridConfig(queue_min=5.0, queue_spread=spread, slots=64, completing_time=0.2)
     try:
         with DiracGridProcess(root / "grid", config, grid_config, log=root / "grid.log") as grid:
-            # Time to submit, the spread, and twenty polls: a loop that keeps up is done long before.
-            wait = 120.0 + spread + 20 * poll
+            # Time to submit, the spread, and ten polls (200 s at least): a loop that keeps up is
+            # done long before.
+            wait = 120.0 + spread + max(200.0, 10 * poll)
             data = _run_session(root, grid, ENDING, (mode, str(jobs), str(poll), str(wait)), poll=poll)
             times = grid.job_times()
             download = _download_seconds(grid, [int(dirac_id) for dirac_id in data["dirac_ids"].values()][:9])
