@@ -24,6 +24,8 @@ import random
 import struct
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +166,18 @@ def read_frame(stream: IO[bytes]) -> Any | None:
     if len(body) < size:
         return None
     return json.loads(body)
+
+
+def reply_to(request_id: Any, produce: Callable[[], Any]) -> dict[str, Any]:
+    """A worker's reply frame to a request: the value ``produce`` returns, or the error it raised.
+
+    Every failure goes back to the caller, its traceback to the worker's stderr.
+    """
+    try:
+        return {"id": request_id, "ok": True, "value": produce()}
+    except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
+        traceback.print_exc(file=sys.stderr)
+        return {"id": request_id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
 class _Worker:

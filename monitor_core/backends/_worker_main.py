@@ -6,18 +6,22 @@ Requests and replies are length-prefixed JSON frames; the worker ends at end of 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import sys
-import traceback
 from typing import Any
 
-from ._runners import read_frame, write_frame
+from ._runners import read_frame, reply_to, write_frame
 
 
 def _load_client(factory: str, options: dict[str, Any]) -> Any:
     module_name, _, attribute = factory.partition(":")
     return getattr(importlib.import_module(module_name), attribute)(**options)
+
+
+def _call(client: Any, request: dict[str, Any]) -> Any:
+    return getattr(client, request["method"])(*request["args"])
 
 
 def main(argv: list[str]) -> int:
@@ -31,13 +35,7 @@ def main(argv: list[str]) -> int:
         request = read_frame(stdin)
         if request is None:
             return 0
-        try:
-            value = getattr(client, request["method"])(*request["args"])
-            reply = {"id": request["id"], "ok": True, "value": value}
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
-            traceback.print_exc(file=sys.stderr)
-            reply = {"id": request["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        write_frame(stdout, reply)
+        write_frame(stdout, reply_to(request["id"], functools.partial(_call, client, request)))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import re
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -313,7 +312,7 @@ def serve_commands(env_json: str, proxy: str, *, threads: int = 64) -> int:
     ``{"op": "prefetch", "jobs": [[id, completed], ...]}`` and ``{"op": "release", "jobs": [id, ...]}``.
     Replies: ``{"id", "ok": true, "value"}`` or ``{"id", "ok": false, "error"}``.
     """
-    from ..backends._runners import read_frame, write_frame
+    from ..backends._runners import read_frame, reply_to, write_frame
 
     _enter_dirac(env_json, proxy)
     from DIRAC.Interfaces.API.Dirac import Dirac
@@ -329,18 +328,16 @@ def serve_commands(env_json: str, proxy: str, *, threads: int = 64) -> int:
     written = threading.Lock()
     pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="dirac-command")
 
+    def answer(request: dict[str, Any]) -> Any:
+        command = commands.get(str(request["file"]), str(request["name"]))
+        arguments = decode(request["args"])
+        if not isinstance(arguments, dict):
+            raise TypeError("a command's arguments are a mapping")
+        # As Ganga's DIRAC executor runs a command: a fresh API object passed as ``dirac``.
+        return encode(command(dirac=_ReadingDirac(Dirac(), reads), **arguments))
+
     def run(request: dict[str, Any]) -> None:
-        try:
-            command = commands.get(str(request["file"]), str(request["name"]))
-            arguments = decode(request["args"])
-            if not isinstance(arguments, dict):
-                raise TypeError("a command's arguments are a mapping")
-            # As Ganga's DIRAC executor runs a command: a fresh API object passed as ``dirac``.
-            value = command(dirac=_ReadingDirac(Dirac(), reads), **arguments)
-            reply = {"id": request["id"], "ok": True, "value": encode(value)}
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to the caller
-            traceback.print_exc(file=sys.stderr)
-            reply = {"id": request["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        reply = reply_to(request["id"], lambda: answer(request))
         with written:
             write_frame(stdout, reply)
 
