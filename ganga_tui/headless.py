@@ -90,7 +90,9 @@ class _Writer:
             await self.write(text)
 
     async def write(self, text: str) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, text)
+        # Shielded: cancelling a write the thread has not picked up yet would drop its lines,
+        # and the reporter is cancelled at the end of every run. `close` waits for it instead.
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, self._write, text))
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -239,9 +239,13 @@ class SessionStore:
             # The rows are read on the store's thread, off the loop: a burst marks 100,000 jobs.
             # A job the loop changes meanwhile is marked dirty again, so the next flush writes it whole.
             await self._run(lambda: self._write([_row(job) for job in batch], records))
-        except _STORE_FAULTS as exc:
+        except BaseException as exc:
+            # A cancelled flush (the session closing) may leave its batch unwritten: the thread
+            # had not picked it up. It goes back for the final write, which is an upsert anyway.
             self._dirty = jobs | self._dirty
             self._outputs = outputs | self._outputs
+            if not isinstance(exc, _STORE_FAULTS):
+                raise
             self._failed(exc)
             return False
         self._succeeded()

@@ -14,6 +14,26 @@ from monitor_core.sim import DiracSimConfig, DiracSimProcess
 
 pytest_plugins = ["tests.slurm_cluster"]
 
+_WORKER_GROUPS = {
+    "slurm_cluster": "slurm-and-ganga",
+    "ganga_session": "slurm-and-ganga",
+    "ganga_installed": "slurm-and-ganga",
+    "diracx_service": "diracx",
+    "mosquitto": "mosquitto",
+    "broker": "mosquitto",
+}
+"""Tests that share a session-wide component run on one test worker, which starts it once."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Before pytest-xdist's own hook, which reads these marks (``--dist loadgroup``).
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        group = next((group for fixture, group in _WORKER_GROUPS.items() if fixture in names), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_grid_outlives_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

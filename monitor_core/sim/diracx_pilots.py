@@ -5,7 +5,8 @@ A :class:`PilotFleet` does what DIRAC's agents and pilots would, through DiracX'
 with an administrator's), and only along paths DIRAC's state machine allows:
 
 * ``Received -> Checking -> Waiting`` (the optimizers), in one timed update per job;
-* ``Waiting -> Matched -> Running`` when a pilot slot is free (the matcher and a pilot);
+* ``Waiting -> Matched -> Running`` when a pilot slot is free (the matcher and a pilot); a
+  match whose answer was lost is read back before it is run or matched again;
 * heartbeats while running (``PATCH /api/jobs/heartbeat``), which also bring back the
   ``Kill`` commands of jobs the user killed, as a real job agent learns of them;
 * at the end ``Completing -> Done`` or ``Completing -> Failed`` after uploading an output
@@ -123,6 +124,8 @@ class FleetCounters:
     heartbeats: int = 0
     kills_seen: int = 0
     errors: int = 0
+    confirmed_late: int = 0
+    """Matches the service took although its answer was lost (a restart mid-request)."""
 
 
 class PilotFleet:
@@ -154,6 +157,7 @@ class PilotFleet:
         self._rng = random.Random(self.config.seed)
         self._plan = plan or self.draw
         self.running: dict[int, _Running] = {}
+        self._unconfirmed: dict[int, _Running] = {}
         self.counters = FleetCounters()
         self.paused = False
         self._task: asyncio.Task[None] | None = None
@@ -200,6 +204,7 @@ class PilotFleet:
 
     async def step(self) -> None:
         """One round: optimizers, matching, heartbeats, endings."""
+        await self._confirm()
         await self._optimize()
         await self._match()
         await self._heartbeat()
@@ -208,9 +213,12 @@ class PilotFleet:
     # -- the service -------------------------------------------------------------------------
 
     async def _search(self, status: str, limit: int) -> list[dict[str, Any]]:
+        return await self._search_by({"parameter": "Status", "operator": "eq", "value": status}, limit)
+
+    async def _search_by(self, condition: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         body = {
             "parameters": ["JobID", "JobName", "Status"],
-            "search": [{"parameter": "Status", "operator": "eq", "value": status}],
+            "search": [condition],
             "sort": [{"parameter": "JobID", "direction": "asc"}],
         }
         _, rows = await self.agent.json(
@@ -267,9 +275,27 @@ class PilotFleet:
                 ("Running", "Job Initialization", "JobWrapper"),
                 ("Running", "Application", "JobWrapper"),
             ]
-        # Only what the service took is running: after an outage the job is still Waiting.
-        await self._set(updates)
+        try:
+            await self._set(updates)
+        except BackendError:
+            # A restart can cut the request after the service applied it: which of these
+            # are Running is read next round, and the rest are matched again.
+            self._unconfirmed.update(matched)
+            raise
         self.running.update(matched)
+
+    async def _confirm(self) -> None:
+        """Adopt the matches the service took although its answer was lost."""
+        if not self._unconfirmed:
+            return
+        ids = sorted(self._unconfirmed)
+        rows = await self._search_by({"parameter": "JobID", "operator": "in", "values": ids}, len(ids))
+        for row in rows:
+            job_id = int(row["JobID"])
+            if row.get("Status") == "Running" and job_id in self._unconfirmed:
+                self.running[job_id] = self._unconfirmed[job_id]
+                self.counters.confirmed_late += 1
+        self._unconfirmed.clear()
 
     async def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -368,3 +394,4 @@ class PilotFleet:
     def forget(self, job_ids: Iterable[int]) -> None:
         for job_id in job_ids:
             self.running.pop(job_id, None)
+            self._unconfirmed.pop(job_id, None)

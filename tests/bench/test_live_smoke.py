@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from ..apt import apt_install
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _install_tmux() -> str | None:
-    if shutil.which("tmux") is None and shutil.which("apt-get") is not None:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "tmux"]):
-            subprocess.run(command, capture_output=True, check=False, timeout=300)
+    apt_install("tmux", "tmux", timeout=300)
     return shutil.which("tmux")
 
 

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -171,3 +172,34 @@ async def test_headless_never_goes_silent_when_its_subscription_ends(
     assert "resynced from a fresh snapshot (10 jobs)" in out.getvalue()
     assert "resubscribing from a snapshot" in caplog.text
     assert "jobs 10/10 final" in out.getvalue()
+
+
+async def test_lines_whose_write_was_cancelled_before_it_began_are_still_written() -> None:
+    from ganga_tui.headless import _Writer
+
+    class SlowStream(io.StringIO):
+        """Holds the writer's thread on its first write, as a slow pipe does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+
+        def write(self, text: str) -> int:
+            self.release.wait(10)
+            return super().write(text)
+
+    stream = SlowStream()
+    writer = _Writer(stream)
+    writer.buffer("first")
+    first = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)
+    writer.buffer("second")
+    second = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.05)
+    # The run's end cancels the reporter while "second" still waits for the thread.
+    second.cancel()
+    stream.release.set()
+    await first
+    await asyncio.gather(second, return_exceptions=True)
+    writer.close()
+    assert stream.getvalue() == "first\nsecond\n"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +132,30 @@ async def test_monitoring_goes_on_while_the_store_cannot_write(tiny_disk: Path, 
     reopened.close()
     assert len(saved) == 300
     assert all(j.status.is_final for j in saved)
+
+
+async def test_a_flush_cancelled_before_its_write_began_keeps_its_batch(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path / "session.sqlite")
+    await store.open()
+    # The store's one thread is busy, so the flush below is queued behind it when cancelled.
+    busy = threading.Event()
+    blocker = store._executor.submit(busy.wait)
+    store.mark_dirty(job(1))
+    flushing = asyncio.create_task(store.flush())
+    await asyncio.sleep(0.05)
+    flushing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flushing
+    busy.set()
+    blocker.result()
+    assert store.unsaved == 1
+    flusher = asyncio.create_task(store.run_flusher(every=60))
+    await asyncio.sleep(0)
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
+    store.close()
+    reopened = SessionStore(tmp_path / "session.sqlite")
+    await reopened.open()
+    assert [j.job_id for j in await reopened.load_jobs()] == ["1"]
+    reopened.close()

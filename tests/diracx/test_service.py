@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -177,6 +178,38 @@ async def test_outputs_come_from_the_presigned_url_once(diracx_service: DiracxSe
         assert backend.downloads == Counter({ids[0]: 1, ids[1]: 1})
         # The downloads went to the storage, not the service: one listing and one URL per job.
         assert backend.client.stats.by_kind["sandbox-url"] == 2
+    finally:
+        await fleet.close()
+        await backend.close()
+
+
+async def test_a_match_the_service_took_before_its_answer_was_lost_still_runs(diracx_service: DiracxService) -> None:
+    backend = diracx_service.backend()
+    fleet = diracx_service.fleet(PilotConfig(scan_interval=0.3), plan=lambda _, name: JobPlan(0.5, "done"))
+    sent = fleet.pilot.json
+    lost: list[str] = []
+
+    async def answer_lost_once(method: str, path: str, **options: Any) -> Any:
+        # The service applies the match, then a restart cuts the connection before the answer.
+        answer = await sent(method, path, **options)
+        body = json.dumps(options.get("json_body"))
+        if not lost and path == "/api/jobs/status" and '"Matched"' in body:
+            lost.append(body)
+            raise BackendError("connection reset after the request was sent")
+        return answer
+
+    fleet.pilot.json = answer_lost_once  # type: ignore[method-assign]
+    try:
+        ids = await backend.submit(specs("lost", 3))
+        async with fleet, asyncio.timeout(60):
+            while True:
+                result = await backend.poll(ids)
+                if all(r.status.is_final for r in result.reports):
+                    break
+                await asyncio.sleep(0.3)
+        assert lost
+        assert [r.status for r in result.reports] == [JobStatus.COMPLETED] * 3
+        assert fleet.counters.confirmed_late == 3
     finally:
         await fleet.close()
         await backend.close()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ..apt import apt_install
+
 MOSQUITTO = os.environ.get("GANGA_MONITOR_MOSQUITTO", "/usr/sbin/mosquitto")
 """The broker binary; the variable lets a test prove the fixture fails in CI when it cannot start."""
 _PR_SET_PDEATHSIG = 1
@@ -34,16 +36,9 @@ def _free_port() -> int:
 
 def _install_mosquitto() -> str | None:
     """Install Debian's mosquitto if missing; the reason it cannot be, or ``None``."""
-    if shutil.which("mosquitto") or Path(MOSQUITTO).exists():
+    if Path(MOSQUITTO).exists():
         return None
-    if os.geteuid() != 0:
-        return "mosquitto is not installed and installing it needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "mosquitto"]):
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
-        if result.returncode != 0:
-            return f"{' '.join(command)} failed: {result.stderr[-500:]}"
-    return None
+    return apt_install("mosquitto", "mosquitto")
 
 
 def _die_with_parent() -> None:

@@ -3,7 +3,8 @@
 Arguments: ``observe`` or ``drive``, the number of separate jobs, then options:
 ``split=N`` (also a split job of N subjobs), ``nokill`` (no job to kill),
 ``fault=hang,error`` (the service hangs, then fails every call, for ``fault_for``
-seconds each once the jobs are submitted), ``timeout=S`` (drive mode's call timeout).
+seconds each once the jobs are submitted, and until a call has met the fault),
+``timeout=S`` (drive mode's call timeout).
 
 ``GM_DIRAC_SERVICE`` is the service's ``host:port`` (to inject its faults);
 ``GM_POLL`` the poll interval of both modes.
@@ -70,8 +71,15 @@ submitted_at = time.time()
 
 for fault in filter(None, options.get("fault", "").split(",")):
     changes = {"hang_rate": 1.0, "hang_seconds": float(options.get("hang_seconds", "8"))}
+    seen = service.call("stats")["Value"]["faults"].get(fault, 0)
     service.call("configure", changes if fault == "hang" else {"error_rate": 1.0})
-    time.sleep(float(options.get("fault_for", "6")))
+    # The window lasts fault_for seconds, and until a call has met the fault: a breaker that
+    # opened in the window before may keep the lane away from the service for a while.
+    window_ends, give_up = time.time() + float(options.get("fault_for", "6")), time.time() + 90
+    while time.time() < window_ends or (
+        service.call("stats")["Value"]["faults"].get(fault, 0) == seen and time.time() < give_up
+    ):
+        time.sleep(0.2)
     service.call("configure", {"hang_rate": 0.0, "error_rate": 0.0})
 
 doomed_was_running = None
