@@ -20,7 +20,7 @@ from typing import Final, TypeAlias
 
 from ._clock import Clock
 from ._events import ChangeSource, Event, JobChanged, RejectionCategory, UpdateRejected
-from ._model import Job, JobStatus, is_legal_transition
+from ._model import ACTIVE_STATUSES, FINAL_STATUSES, Job, JobStatus, is_legal_transition
 from ._policy import GroupRuntimes
 from ._store import SessionStore
 from .backends._base import StatusReport
@@ -121,32 +121,33 @@ class JobBook:
             KeyError: the job's backend is unknown to the book.
             ValueError: the id is taken.
         """
-        ids = self.by_backend_id[job.backend]
-        if job.job_id in self.jobs:
-            raise ValueError(f"job id {job.job_id} is already tracked")
-        if job.job_id.isdigit():
-            self._next_number = max(self._next_number, int(job.job_id) + 1)
-        self.jobs[job.job_id] = job
+        # Written for speed: a resumed session adds 100,000 jobs in one go.
+        job_id, backend, status, jobs = job.job_id, job.backend, job.status, self.jobs
+        ids = self.by_backend_id[backend]
+        if job_id in jobs:
+            raise ValueError(f"job id {job_id} is already tracked")
+        if job_id.isdigit() and (number := int(job_id)) >= self._next_number:
+            self._next_number = number + 1
+        jobs[job_id] = job
         self.all_final.clear()
         if job.backend_id is not None:
-            ids[job.backend_id] = job.job_id
-        fetches = self._fetches_output[job.backend]
-        if job.status.is_final:
+            ids[job.backend_id] = job_id
+        if status in FINAL_STATUSES:
             if (
                 restored
-                and fetches
-                and job.status == JobStatus.FAILED
+                and status == JobStatus.FAILED
+                and self._fetches_output[backend]
                 and job.outcome is not None
-                and job.job_id not in self.outputs_collected
+                and job_id not in self.outputs_collected
             ):
                 # Failed to collect in an earlier session: still retryable by hand.
                 job.collect_error = job.collect_error or job.info or "outputs not collected"
             self._count_final()
             return _NOTHING
         self.open_in_group[job.group] += 1
-        if job.status.is_active:
-            return (Activate(job, now=restored),)
-        if job.status == JobStatus.COMPLETING and fetches:
+        if status in ACTIVE_STATUSES:
+            return (Activate(job, restored),)
+        if status == JobStatus.COMPLETING and self._fetches_output[backend]:
             return (Fetch(job),)
         return _NOTHING
 

@@ -117,6 +117,7 @@ class OutputCollection:
 
         def _enqueue(self, op: Operation, *, again: bool = False) -> None: ...
         def _start(self, op: Operation) -> None: ...
+        def _check_idle(self) -> None: ...
         def _finish(
             self,
             op: Operation,
@@ -125,6 +126,8 @@ class OutputCollection:
             error: str | None = None,
             retry_in: float | None = None,
             changed: int = 0,
+            detail: str = "",
+            answered_at: float | None = None,
         ) -> float: ...
         def _retry_later(self, op: Operation, delay: float, requeue: Callable[[], None]) -> None: ...
         def _timeout(self, latencies: LatencyWindow) -> float: ...
@@ -290,8 +293,7 @@ class OutputCollection:
             raise
         finally:
             self.fetches_in_flight -= 1
-            if self.fetches_in_flight == 0 and self.in_flight == 0:
-                self._idle.set()
+            self._check_idle()
             self._fetch_wakeup.set()
 
     async def _fetch_hedged(self, job: Job, staging: Path) -> tuple[Outcome, str | None, Path]:

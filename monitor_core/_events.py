@@ -42,9 +42,13 @@ ChangeSource = Literal["poll", "event", "fetch", "user", "restore", "submit"]
 RejectionCategory = Literal["illegal_transition", "garbage", "unknown_job", "unknown_state"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobRecord:
-    """What a subscriber needs to know of one job."""
+    """What a subscriber needs to know of one job. Read-only by convention, like every event.
+
+    Not a frozen dataclass: a frozen one takes six times as long to make, and a session makes
+    one per job for every job it adopts and for every snapshot (100,000 at a time).
+    """
 
     job_id: str
     backend: str

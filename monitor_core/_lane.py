@@ -131,6 +131,8 @@ class Lane(OutputCollection):
         self._draining = False
         self.in_flight = 0
         self.fetches_in_flight = 0
+        self._applying = 0
+        """Poll answers being believed (their call is over, so ``in_flight`` no longer counts them)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._retry_timers: set[asyncio.TimerHandle] = set()
@@ -528,9 +530,10 @@ class Lane(OutputCollection):
         retry_in: float | None = None,
         changed: int = 0,
         detail: str = "",
+        answered_at: float | None = None,
     ) -> float:
         now = self._clock.now()
-        latency = now - (op.started_at or now)
+        latency = (answered_at or now) - (op.started_at or now)
         self.health.call_finished(latency, None if outcome == "cancelled" else outcome == "done")
         op.error = error
         if retry_in is None:
@@ -563,9 +566,12 @@ class Lane(OutputCollection):
                 detail=detail,
             )
         )
-        if self.in_flight == 0 and self.fetches_in_flight == 0:
-            self._idle.set()
+        self._check_idle()
         return latency
+
+    def _check_idle(self) -> None:
+        if self.in_flight == 0 and self.fetches_in_flight == 0 and self._applying == 0:
+            self._idle.set()
 
     def _retry_later(self, op: Operation, delay: float, requeue: Callable[[], None]) -> None:
         self.health.retries_total += 1
@@ -633,11 +639,17 @@ class Lane(OutputCollection):
             self._finish(op, "cancelled", error="shutting down")
             raise
         self.in_flight -= 1
+        answered_at = self._clock.now()
         if outcome == "done":
             assert isinstance(result, PollResult)
             self.breaker.record_success()
-            changed = await self._apply_poll(op, result)
-            latency = self._finish(op, "done", changed=changed, detail=result.detail)
+            # Counted, so that another call ending meanwhile does not make the lane look idle.
+            self._applying += 1
+            try:
+                changed = await self._apply_poll(op, result)
+            finally:
+                self._applying -= 1
+            latency = self._finish(op, "done", changed=changed, detail=result.detail, answered_at=answered_at)
             self.health.poll_latency.add(latency)
             self._return_to_heap(op, asked_at=op.started_at)
             return
@@ -739,6 +751,11 @@ class Lane(OutputCollection):
         self.carry_out(self._book.apply(job, report, "event", None, self._clock.wall_now()))
         if job.job_id in self._due_at:
             self.reschedule(job)
+
+    @property
+    def holds_news(self) -> bool:
+        """True while the backend's news about jobs not tracked yet waits for them."""
+        return bool(self._held)
 
     def on_tracked(self, job: Job) -> None:
         """A job joined the book: apply what its backend said of it before that."""

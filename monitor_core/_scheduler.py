@@ -31,7 +31,7 @@ from ._events import (
     job_record,
 )
 from ._lane import Lane, LaneContext
-from ._model import Job, JobSpec, JobStatus
+from ._model import FINAL_STATUSES, Job, JobSpec, JobStatus
 from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, GroupRuntimes
 from ._settings import SchedulerConfig
@@ -413,32 +413,42 @@ class Scheduler:
         restored = source == "restore"
         now = self.clock.now()
         wall = self.clock.to_wall(now)
-        publish, book = self.publish, self.book
+        book, lanes = self.book, self.lanes
         due_by_lane: dict[str, list[tuple[str, float]]] = {}
-        added: list[tuple[Lane, Job]] = []
+        added: list[Job] = []
+        announcements: list[Event] = []
         try:
             for job in jobs:
-                lane = self.lane(job.backend)
+                lane = lanes.get(job.backend)
+                if lane is None:
+                    lane = self.lane(job.backend)  # raises UnknownBackend
                 effects = book.add(job, restored=restored)
-                if restored and job.backend_id is not None and not job.status.is_final:
+                if restored and job.backend_id is not None and job.status not in FINAL_STATUSES:
                     lane.backend.adopt(job.backend_id)
                 due: float | None = None
                 for effect in effects:
                     if isinstance(effect, Activate):
                         due = now if effect.now else now + lane.interval_at(job, wall)
-                        due_by_lane.setdefault(lane.name, []).append((job.job_id, due))
+                        entries = due_by_lane.get(lane.name)
+                        if entries is None:
+                            entries = due_by_lane[lane.name] = []
+                        entries.append((job.job_id, due))
                     else:
                         lane.carry_out((effect,), announce=False)
-                publish(
+                announcements.append(
                     JobAdded(at=wall, job=job_record(job, next_poll_at=None if due is None else wall + (due - now)))
                 )
-                added.append((lane, job))
+                added.append(job)
         finally:
-            # Whatever was added is polled, even when a later job was refused.
+            # Whatever was added is announced and polled, even when a later job was refused.
+            self.bus.publish_many(announcements)
             for name, entries in due_by_lane.items():
                 self.lanes[name].activate_many(entries)
-            for lane, job in added:
-                lane.on_tracked(job)
+            for lane in self.lanes.values():
+                if lane.holds_news:
+                    for job in added:
+                        if job.backend == lane.name:
+                            lane.on_tracked(job)
 
     # -- what backends say ---------------------------------------------------------------------
 

@@ -83,22 +83,28 @@ class SchedulerModel:
                 await asyncio.gather(*(backend.runner.call("call", "ping") for _ in range(size)))
 
     async def track(self) -> None:
-        """Hand every job to the scheduler as already running, due now (in bulk, as a resumed session does)."""
+        """Hand every job to the scheduler as already running, due now (in bulk, as a resumed session does).
+
+        One lane after another, as a session reads its jobs back a backend at a time: the first
+        lane's jobs are polled while the next lane's are still being read.
+        """
         now = time.time()
-        jobs: list[Job] = []
+        number = 0
         for submitted in self.lanes:
-            for k in range(submitted.count):
-                jobs.append(
-                    Job(
-                        job_id=str(len(jobs) + 1),
-                        backend=submitted.lane.name,
-                        backend_id=str(submitted.first_id + k),
-                        status=JobStatus.RUNNING,
-                        status_since=now,
-                        last_confirmed=now,
-                    )
+            name, first = submitted.lane.name, submitted.first_id
+            jobs = [
+                Job(
+                    job_id=str(number + k + 1),
+                    backend=name,
+                    backend_id=str(first + k),
+                    status=JobStatus.RUNNING,
+                    status_since=now,
+                    last_confirmed=now,
                 )
-        await self.scheduler.track_all(jobs, source="restore")
+                for k in range(submitted.count)
+            ]
+            number += submitted.count
+            await self.scheduler.track_all(jobs, source="restore")
 
     async def stop(self) -> None:
         await self.scheduler.aclose()

@@ -73,7 +73,10 @@ def parse_status_answer(requested: Sequence[str], answer: Any) -> PollResult:
     if not isinstance(value, dict):
         raise MalformedAnswer("getJobStatus: value is not a mapping of job ids")
     result = PollResult()
+    reports = result.reports
     wanted = set(requested)
+    # A handful of distinct words, said of every job on every poll: one copy each, not one a job.
+    infos: dict[tuple[str, str], str] = {}
     for key, entry in value.items():
         if key not in wanted:
             result.rejections.append(Rejection(str(key), "garbage", "answer names a job that was not asked for"))
@@ -87,9 +90,11 @@ def parse_status_answer(requested: Sequence[str], answer: Any) -> PollResult:
             result.rejections.append(Rejection(key, "unknown_state", f"unknown DIRAC status {native!r:.40}"))
             continue
         minor = entry.get("MinorStatus")
-        # A handful of distinct words, said of every job on every poll: one copy each, not one a job.
-        info = sys.intern(f"{native}: {minor}" if isinstance(minor, str) and minor else native)
-        result.reports.append(StatusReport(key, status, info))
+        minor = minor if isinstance(minor, str) else ""
+        info = infos.get((native, minor))
+        if info is None:
+            info = infos[native, minor] = sys.intern(f"{native}: {minor}" if minor else native)
+        reports.append(StatusReport(key, status, info))
     for missing in wanted.difference(value):
         result.rejections.append(Rejection(missing, "unknown_job", "the service does not know this job"))
     return result

@@ -152,3 +152,43 @@ async def test_publish_threadsafe_needs_a_bound_loop() -> None:
     await subscription.receive()
     await asyncio.to_thread(bus.publish_threadsafe, change(7))
     assert await asyncio.wait_for(subscription.receive(), 2) == change(7)
+
+
+async def test_a_batch_arrives_in_order_with_one_wake_up_and_the_hard_limit_still_holds() -> None:
+    bus = EventBus(lambda: snapshot())
+    everything = bus.subscribe()
+    small = bus.subscribe(hard_limit=5)
+    waiting = asyncio.create_task(everything.receive())
+    await asyncio.sleep(0)
+    assert isinstance(waiting.result(), Snapshot)
+    waiting = asyncio.create_task(everything.receive())
+    await asyncio.sleep(0)
+    bus.publish_many([change(n) for n in range(10)])
+    assert await waiting == change(0)
+    assert [everything.receive_nowait() for _ in range(9)] == [change(n) for n in range(1, 10)]
+    # Over its hard limit, a subscription closes (for a resubscription), as with single events.
+    assert small.closed
+    assert bus.statistics().published == 10
+
+
+async def test_a_batch_with_coalescing_events_is_published_one_by_one() -> None:
+    bus = EventBus(lambda: snapshot())
+    subscription = bus.subscribe()
+    assert isinstance(subscription.receive_nowait(), Snapshot)
+    bus.publish_many([lag("b", 1.0), change(1), lag("b", 2.0)])
+    # The lag samples still coalesce into one slot, holding the latest.
+    assert subscription.receive_nowait() == lag("b", 2.0)
+    assert subscription.receive_nowait() == change(1)
+    assert subscription.receive_nowait() is None
+
+
+async def test_a_subscriber_of_some_kinds_gets_those_and_snapshots_only() -> None:
+    bus = EventBus(lambda: snapshot(2))
+    subscription = bus.subscribe(kinds=(JobChanged,))
+    bus.publish(queued(1))
+    bus.publish(change(1))
+    bus.publish_many([queued(2), change(2), lag("b", 1.0)])
+    bus.publish_many([queued(3)])
+    received = [subscription.receive_nowait() for _ in range(4)]
+    assert isinstance(received[0], Snapshot)
+    assert received[1:] == [change(1), change(2), None]
