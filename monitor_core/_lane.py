@@ -104,7 +104,11 @@ class Lane(OutputCollection):
         self._resumed = asyncio.Event()
         self._resumed.set()
         self.breaker = CircuitBreaker(
-            threshold=settings.breaker_threshold,
+            # With c calls in flight, one bad moment of the service fails up to c of them at
+            # once: "in a row" must span more than one round of calls, or a service that fails
+            # only some calls keeps the lane shut (a grid failing half its calls opened the
+            # breaker every few seconds and kept it open for most of a minute).
+            threshold=max(settings.breaker_threshold, 2 * self.caps.max_concurrency),
             reset_after=settings.breaker_reset,
             reset_cap=settings.breaker_reset_cap,
             clock=self._clock.now,

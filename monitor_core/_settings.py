@@ -33,8 +33,11 @@ class SchedulerConfig:
     held_push_for: float = 30.0
     """How long a backend's news about a job it has not yet been told of is held for the job's tracking."""
     breaker_threshold: int = 5
+    """Failures in a row that open a lane's breaker; at least two rounds of the lane's concurrent calls."""
     breaker_reset: float = 5.0
+    """First pause of an open breaker before a trial call (doubling after each failed trial)."""
     breaker_reset_cap: float = 120.0
+    """Longest pause of an open breaker."""
     batch_window: float = 0.5
     """Jobs due this soon join a batch that is being formed anyway."""
     sample_every: float = 1.0

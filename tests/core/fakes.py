@@ -59,6 +59,8 @@ class ScriptedBackend(Backend):
         self.push_on_submit: JobStatus | None = None
         """Report this status for each new job by push, before ``submit`` returns its id."""
         self.calls_started = asyncio.Event()
+        self.failing_rounds = 0
+        """When set, polls fail in runs of this many, then as many succeed (a service with bad moments)."""
         self._never = asyncio.Event()
 
     async def submit(self, specs: Sequence[JobSpec]) -> list[str]:
@@ -91,8 +93,9 @@ class ScriptedBackend(Backend):
         self.log.batches.append(tuple(backend_ids))
         self.log.polls_in_flight += 1
         self.log.peak_polls_in_flight = max(self.log.peak_polls_in_flight, self.log.polls_in_flight)
+        bad_moment = self.failing_rounds and (len(self.log.batches) - 1) // self.failing_rounds % 2 == 0
         try:
-            await self._enter()
+            await self._enter("fail" if bad_moment else None)
         finally:
             self.log.polls_in_flight -= 1
         reports = []

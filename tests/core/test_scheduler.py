@@ -181,6 +181,24 @@ async def test_breaker_opens_on_failures_and_closes_after_recovery(make_schedule
     assert all(job.status == JobStatus.COMPLETED for job in jobs)
 
 
+async def test_a_round_of_failed_calls_does_not_open_the_breaker_of_a_service_that_still_answers(
+    make_scheduler: MakeScheduler,
+) -> None:
+    # Eight calls in flight fail together at each bad moment of the service, then eight succeed:
+    # a service that answers every other round must keep being asked.
+    backend = ScriptedBackend("grid", caps=Capabilities(max_batch=2, max_concurrency=8, poll_interval=0.05), delay=0.01)
+    backend.failing_rounds = 8
+    async with make_scheduler([backend]) as scheduler:
+        recorder = Recorder(scheduler.bus.subscribe())
+        jobs = await scheduler.submit(specs(40, "grid"))
+        await settle(scheduler)
+        recorder.stop()
+    failed = [e for e in recorder.of(OpFinished) if e.outcome != "done"]  # type: ignore[union-attr]
+    assert len(failed) >= 8, "the service's bad moments were met"
+    assert not list(recorder.of(BreakerChanged))
+    assert all(job.status == JobStatus.COMPLETED for job in jobs)
+
+
 async def test_two_backends_activated_in_the_same_instant_are_both_polled(make_scheduler: MakeScheduler) -> None:
     first, second = ScriptedBackend("first"), ScriptedBackend("second")
     async with make_scheduler([first, second]) as scheduler:
