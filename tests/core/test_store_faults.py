@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,22 @@ def job(number: int) -> Job:
     )
 
 
+async def cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def saved_jobs(path: Path) -> list[Job]:
+    """What a store file holds, read by a store of its own, as the next session would."""
+    reopened = SessionStore(path)
+    await reopened.open()
+    try:
+        return await reopened.load_jobs()
+    finally:
+        reopened.close()
+
+
 async def test_a_failed_flush_keeps_its_batch_flags_the_fault_and_catches_up(tiny_disk: Path) -> None:
     faults: list[LocalFault] = []
     store = SessionStore(tiny_disk / "session.sqlite", publish=lambda e: faults.append(e))  # type: ignore[arg-type]
@@ -92,14 +109,9 @@ async def test_a_failed_flush_keeps_its_batch_flags_the_fault_and_catches_up(tin
     await until(lambda: not store.failing, within=60)
     assert [f.cleared for f in faults] == [False, True]
     assert store.unsaved == 0
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
+    await cancel(flusher)
     store.close()
-    reopened = SessionStore(tiny_disk / "session.sqlite")
-    await reopened.open()
-    saved = {j.job_id: j for j in await reopened.load_jobs()}
-    reopened.close()
+    saved = {j.job_id: j for j in await saved_jobs(tiny_disk / "session.sqlite")}
     assert len(saved) == 2000
     assert saved["0"].status == JobStatus.COMPLETED
 
@@ -126,10 +138,7 @@ async def test_monitoring_goes_on_while_the_store_cannot_write(tiny_disk: Path, 
     flags = [e.cleared for e in events if isinstance(e, LocalFault)]
     assert flags[:1] == [False]
     assert flags[-1] is True
-    reopened = SessionStore(tiny_disk / "session.sqlite")
-    await reopened.open()
-    saved = await reopened.load_jobs()
-    reopened.close()
+    saved = await saved_jobs(tiny_disk / "session.sqlite")
     assert len(saved) == 300
     assert all(j.status.is_final for j in saved)
 
@@ -143,19 +152,12 @@ async def test_a_flush_cancelled_before_its_write_began_keeps_its_batch(tmp_path
     store.mark_dirty(job(1))
     flushing = asyncio.create_task(store.flush())
     await asyncio.sleep(0.05)
-    flushing.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flushing
+    await cancel(flushing)
     busy.set()
     blocker.result()
     assert store.unsaved == 1
     flusher = asyncio.create_task(store.run_flusher(every=60))
     await asyncio.sleep(0)
-    flusher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await flusher
+    await cancel(flusher)
     store.close()
-    reopened = SessionStore(tmp_path / "session.sqlite")
-    await reopened.open()
-    assert [j.job_id for j in await reopened.load_jobs()] == ["1"]
-    reopened.close()
+    assert [j.job_id for j in await saved_jobs(tmp_path / "session.sqlite")] == ["1"]

@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from monitor_core import JobSpec, JobStatus
-from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable
+from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable, PollResult
 from monitor_core.backends.diracx import DiracxBackend, unpack_sandbox, user_tokens
 from monitor_core.backends.diracx_http import DiracxClient
 from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig, make_sandbox
@@ -53,6 +53,16 @@ async def pilot_move(service: DiracxService, job_ids: list[str], *statuses: str)
         assert not data["failed"], data
     finally:
         await client.close()
+
+
+async def poll_until_final(backend: DiracxBackend, ids: list[str]) -> PollResult:
+    """Poll every 0.3 s until the service says every job is final (a minute at most)."""
+    async with asyncio.timeout(60):
+        while True:
+            result = await backend.poll(ids)
+            if all(r.status.is_final for r in result.reports):
+                return result
+            await asyncio.sleep(0.3)
 
 
 async def test_submits_in_chunks_of_twenty_and_pages_a_bulk_read(diracx_service: DiracxService) -> None:
@@ -159,12 +169,8 @@ async def test_outputs_come_from_the_presigned_url_once(diracx_service: DiracxSe
     )
     try:
         ids = await backend.submit(specs("out", 3))
-        async with fleet, asyncio.timeout(60):
-            while True:
-                result = await backend.poll(ids)
-                if all(r.status.is_final for r in result.reports):
-                    break
-                await asyncio.sleep(0.3)
+        async with fleet:
+            result = await poll_until_final(backend, ids)
         assert [r.status for r in result.reports] == [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.FAILED]
         assert result.reports[2].info == "Failed: Job stalled: pilot not running"
         for job_id in ids[:2]:
@@ -201,12 +207,8 @@ async def test_a_match_the_service_took_before_its_answer_was_lost_still_runs(di
     fleet.pilot.json = answer_lost_once  # type: ignore[method-assign]
     try:
         ids = await backend.submit(specs("lost", 3))
-        async with fleet, asyncio.timeout(60):
-            while True:
-                result = await backend.poll(ids)
-                if all(r.status.is_final for r in result.reports):
-                    break
-                await asyncio.sleep(0.3)
+        async with fleet:
+            result = await poll_until_final(backend, ids)
         assert lost
         assert [r.status for r in result.reports] == [JobStatus.COMPLETED] * 3
         assert fleet.counters.confirmed_late == 3
