@@ -4,9 +4,10 @@ A dispatcher starts a fetch when the adaptive fetch limit has a free slot and th
 calls-per-minute allowance has room beyond what status polls need, so a flood of fetches
 never makes a poll wait. Fetches go in order: a user's requests, then the groups closest to
 complete, then the oldest. A fetch's timeout follows the recent p99 fetch latency; one
-slower than the recent p95 is hedged where the losing call is free to cancel. A fetch that
-fails ``fetch_max_attempts`` times leaves its job failed-to-collect, kept for a manual retry;
-a disk fault on this machine pauses this lane's fetches alone.
+slower than the recent p95 is hedged where the losing call is free to cancel, unless the
+lane is coming back from failures. A fetch that fails ``fetch_max_attempts`` times leaves
+its job failed-to-collect, kept for a manual retry; a disk fault on this machine pauses
+this lane's fetches alone.
 
 :class:`OutputCollection` is a part of :class:`~monitor_core._lane.Lane`, kept in its own
 module because it is a job of its own; it uses the lane's operation life cycle and calls.
@@ -197,6 +198,9 @@ class OutputCollection:
         # Only a call on the loop can lose the race for free: a losing call in a worker process
         # costs the worker's restart, and one on a thread keeps its thread until it answers.
         if not self._settings.hedge_fetches or self.caps.blocking or len(latencies) < _TAIL_SAMPLES:
+            return None
+        # A service coming back from failures is slow because it is loaded: a second request adds load.
+        if self.breaker.state != "closed":
             return None
         return latencies.quantile(0.95)
 

@@ -179,6 +179,24 @@ async def test_a_slow_fetch_is_hedged_and_collected_once(make_scheduler: MakeSch
     assert scheduler.counters["outputs_collected"] == 35
 
 
+async def test_no_fetch_is_hedged_while_the_breaker_is_not_closed(make_scheduler: MakeScheduler) -> None:
+    caps = Capabilities(max_batch=50, max_concurrency=2, fetch_concurrency=4, poll_interval=0.05, call_timeout=30)
+    backend = ScriptedBackend("grid", caps=caps)
+    backend.fetch_delay = 0.01
+    async with make_scheduler([backend]) as scheduler:
+        await scheduler.submit(specs(30, "grid"))
+        await settle(scheduler)
+        lane = scheduler.lanes["grid"]
+        assert lane._hedge_after() is not None  # enough latencies: a healthy lane hedges
+        for _ in range(lane.breaker.threshold):
+            lane.breaker.record_failure("service unreachable")
+        assert lane.breaker.state == "open"
+        # A service coming back is slow because it is loaded: a second request would add load.
+        assert lane._hedge_after() is None
+        lane.breaker.record_success()
+        assert lane._hedge_after() is not None
+
+
 async def test_an_exit_pushed_before_tracking_is_held_not_rejected(make_scheduler: MakeScheduler) -> None:
     backend = ScriptedBackend("local", timeline=(JobStatus.RUNNING,))
     backend.push_on_submit = JobStatus.COMPLETED

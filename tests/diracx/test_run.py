@@ -101,7 +101,9 @@ async def test_500_jobs_finish_with_outputs_once_through_a_service_outage(
     # Outputs: collected exactly once for every job that left a sandbox, into its directory.
     with_sandbox = [j for j in dirac_jobs if plans[j.name].outcome in ("done", "failed") and j.name not in killed]
     assert set(backend.downloads) == {j.backend_id for j in with_sandbox}
-    assert set(backend.downloads.values()) == {1}
+    # A hedged fetch may download twice when both requests answer at once; nothing else may.
+    extra_downloads = sum(backend.downloads.values()) - len(backend.downloads)
+    assert extra_downloads <= scheduler.lanes["diracx"].hedges_total
     for job in with_sandbox:
         assert scheduler.outputs_collected[job.job_id] == ("std.err", "std.out")
         assert (outputs / job.job_id / "std.out").read_text().startswith(f"job {job.backend_id} ran for")
