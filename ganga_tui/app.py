@@ -62,6 +62,7 @@ from .screens.warnings import WarningsScreen
 from .sources import bind_replay_keys, control_replay
 from .widgets._format import show
 from .widgets.backends_panel import BackendsPanel
+from .widgets.filter_box import FilterBox
 from .widgets.job_table import JobTable
 from .widgets.key_footer import KeyFooter
 from .widgets.op_queue import OpQueue
@@ -273,11 +274,11 @@ class GangaMonitorApp(App[int]):
         yield BackendsPanel(self.store, id="backends")
         with Horizontal(id="body"):
             with Vertical(id="main"):
-                # One line, the overall bar or the filter box while it is open: opening and closing
-                # the filter then moves nothing (the table keeps its place, size and rendered lines).
-                with Vertical(id="headline"):
+                # One line, the filter box beside the overall bar, both always there: opening and
+                # closing the filter moves nothing (the table keeps its place, size and rendered lines).
+                with Horizontal(id="headline"):
+                    yield FilterBox(id="filter")
                     yield ProgressPanel(self.store, self.clock, groups=False, id="overall")
-                    yield Input(placeholder="filter: s:running b:local g:GROUP is:warn text", id="filter")
                 yield Static(id="counts")
                 yield JobTable(self.store, self.clock, id="jobs")
             with Vertical(id="side"):
@@ -759,14 +760,8 @@ class GangaMonitorApp(App[int]):
     def action_filter(self) -> None:
         """Open the filter box; the table narrows as you type."""
         box = self.main_screen.query_one("#filter", Input)
-        self._show_filter_box(open_=True)
         # Focus now, not at the next idle (Widget.focus): keys already queued go to the box.
         self.main_screen.set_focus(box)
-
-    def _show_filter_box(self, *, open_: bool) -> None:
-        """Show the filter box in the overall bar's place, or the bar again."""
-        self.main_screen.query_one("#filter", Input).set_class(open_, "-open")
-        self.main_screen.query_one("#headline").set_class(open_, "-filtering")
 
     def apply_filter(self, query: str) -> None:
         """Show only the jobs ``query`` matches (see the help screen for the words)."""
@@ -774,7 +769,6 @@ class GangaMonitorApp(App[int]):
         if box.value != query:
             with box.prevent(Input.Changed):
                 box.value = query
-        self._show_filter_box(open_=bool(query) or box.has_focus)
         self._filter_query = query
         self.store.set_filter(JobFilter.parse(query))
         self.main_screen.query_one(JobTable).refresh_from_store(force=True)
@@ -795,7 +789,6 @@ class GangaMonitorApp(App[int]):
     def action_clear_filter(self) -> None:
         """Drop the filter and go back to the table."""
         self.apply_filter("")
-        self._show_filter_box(open_=False)
         self.main_screen.query_one(JobTable).focus()
 
     def action_cycle_status_filter(self) -> None:

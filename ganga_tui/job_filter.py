@@ -89,9 +89,25 @@ class JobFilter:
         if self.warnings_only and not row.warnings:
             return False
         if self.text:
-            haystack = f"{row.job_id} {row.name} {row.group} {row.info}".lower()
+            haystack = row.searchable()
             return all(word in haystack for word in self.text.split())
         return True
+
+    def narrows(self, other: JobFilter) -> bool:
+        """Every job this filter matches, ``other`` matches too (so this one can search ``other``'s result).
+
+        True when the non-text criteria are equal and each of ``other``'s words lies inside one of
+        this filter's words: what typing one more letter into the box does.
+        """
+        if (self.statuses, self.backends, self.groups, self.warnings_only) != (
+            other.statuses,
+            other.backends,
+            other.groups,
+            other.warnings_only,
+        ):
+            return False
+        words = self.text.split()
+        return all(any(old in new for new in words) for old in other.text.split())
 
 
 def sort_value(row: JobRow, key: SortKey) -> tuple[object, ...]:

@@ -10,7 +10,7 @@ from typing import Final
 
 from monitor_core import JobStatus, OpKind
 
-__all__ = ["TEXT_ID", "GroupStats", "JobRow", "OpView", "Transition", "WarningKind"]
+__all__ = ["TEXT_ID", "GroupStats", "JobRow", "OpView", "Transition", "WarningKind", "id_key"]
 
 TEXT_ID: Final = 1 << 62
 """``JobRow.id_number`` of an id that is not a number (it sorts after every number)."""
@@ -55,6 +55,11 @@ _EXPLANATIONS: Final = {
 }
 
 
+def id_key(job_id: str) -> tuple[int, str]:
+    """How a job id sorts: numeric ids as numbers, the rest after them as text."""
+    return (int(job_id), "") if job_id.isdigit() else (TEXT_ID, job_id)
+
+
 @dataclass(slots=True)
 class JobRow:
     """One job as the table shows it; ``version`` changes whenever what it shows changes."""
@@ -79,9 +84,18 @@ class JobRow:
     """Arrival position, the tie-breaker of every sort."""
     id_number: int = 0
     """The id as a number, or ``TEXT_ID`` when it is not one (an int, not a key tuple: 56 bytes a job less)."""
+    search_text: str | None = None
+    """What the filter's words are looked for in, lower case; made when first searched, dropped on change."""
 
     def __post_init__(self) -> None:
         self.id_number = int(self.job_id) if self.job_id.isdigit() else TEXT_ID
+
+    def searchable(self) -> str:
+        """The id, name, group and detail in lower case, for the filter's words."""
+        text = self.search_text
+        if text is None:
+            text = self.search_text = f"{self.job_id} {self.name} {self.group} {self.info}".lower()
+        return text
 
     @property
     def id_key(self) -> tuple[int, str]:

@@ -78,7 +78,12 @@ class JobStore:
         self.backend_view = BackendsView(self.fold)
         self.group_view = GroupsView(self.fold)
         self.warning_view = WarningsView(
-            self.fold, self.jobs, self.group_view, unconfirmed_factor=unconfirmed_factor, stuck_factor=stuck_factor
+            self.fold,
+            self.jobs,
+            self.group_view,
+            self.backend_view,
+            unconfirmed_factor=unconfirmed_factor,
+            stuck_factor=stuck_factor,
         )
         self.connected = True
         self._changed: set[str] = set()

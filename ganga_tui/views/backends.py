@@ -24,6 +24,7 @@ class BackendsView:
         self._fold = fold
         self.lag_history: dict[str, deque[float]] = {}
         self.results_history: dict[str, deque[float]] = {}
+        self._collect_plan: dict[str, float] = {}
         self.generation = 0
 
     @property
@@ -38,6 +39,11 @@ class BackendsView:
             if history is None:
                 history = histories[record.name] = deque(maxlen=_HISTORY)
             history.append(value)
+        bound = record.collect_bound
+        if bound is not None:
+            # The bound shrinks as the queue drains; a job queued at its peak is on plan until the peak is spent.
+            peak = self._collect_plan.get(record.name, 0.0)
+            self._collect_plan[record.name] = 0.0 if bound == 0 else max(bound, peak)
         self.generation += 1
 
     def changed(self) -> None:
@@ -48,6 +54,16 @@ class BackendsView:
         """Whether a backend's status lag is beyond its target (one poll interval overdue)."""
         record = self._fold.backends.get(backend)
         return record is not None and record.poll_interval > 0 and record.lag > record.poll_interval
+
+    def collect_plan(self, backend: str) -> float:
+        """Seconds a finished job of ``backend`` may wait for its outputs within the plan.
+
+        The longest collect bound since the backend's fetch queue was last empty: the bound
+        falls as the queue drains, but a job queued when it was longest may wait all of it.
+        """
+        record = self._fold.backends.get(backend)
+        now = record.collect_bound if record is not None and record.collect_bound else 0.0
+        return max(now, self._collect_plan.get(backend, 0.0))
 
     def collect_bound(self) -> float | None:
         """The best possible seconds to collect every queued output (the slowest backend's bound)."""

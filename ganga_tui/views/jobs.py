@@ -6,6 +6,7 @@ from what every other consumer sees. A burst of changes to one job refreshes its
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable
 from typing import Final
@@ -13,7 +14,7 @@ from typing import Final
 from monitor_core import JobChanged, JobRecord, StateFold
 
 from ..job_filter import JobFilter, SortKey, sort_value
-from ..job_rows import JobRow, Transition
+from ..job_rows import JobRow, Transition, id_key
 
 __all__ = ["JobsView"]
 
@@ -36,6 +37,10 @@ class JobsView:
         self._reverse = False
         self._view: list[JobRow] = []
         self._view_dirty = True
+        self._narrowed_from: JobFilter | None = None
+        """Set when only the filter changed, to one the new filter narrows: the view is searched, not every row."""
+        self._shown: set[str] | None = None
+        """The jobs a filtered view holds (``None``: every job), to tell whether a changed row enters or leaves it."""
         self._index: dict[str, int] | None = None
 
     # -- keeping rows current --------------------------------------------------------------------
@@ -52,7 +57,7 @@ class JobsView:
             if job_id not in self.history:
                 record = fold.jobs[job_id]
                 self._remember(job_id, Transition(record.status_since or fold.at, None, record.status, "added"))
-        self._view_dirty = True
+        self._invalidate()
         self.generation += 1
 
     def added(self, record: JobRecord, fold: StateFold) -> JobRow:
@@ -62,7 +67,7 @@ class JobsView:
             row = self.rows[record.job_id] = self._new_row(record)
             self._remember(record.job_id, Transition(record.status_since or fold.at, None, record.status, "added"))
         self._sync(row, fold)
-        self._view_dirty = True
+        self._invalidate()
         self.generation += 1
         return row
 
@@ -81,14 +86,32 @@ class JobsView:
                 if record is None:
                     continue
                 row = rows[job_id] = self._new_row(record)
-                self._view_dirty = True
+                self._invalidate()
             self._sync(row, fold)
             touched.append(row)
         if touched:
-            if self._filter.active or self._sort in _VOLATILE_SORTS:
-                self._view_dirty = True
+            if self._sort in _VOLATILE_SORTS:
+                self._invalidate()
+            elif self._filter.active:
+                self._check_membership(touched)
             self.generation += 1
         return touched
+
+    def _check_membership(self, touched: list[JobRow]) -> None:
+        """Changed rows under a filter: the view needs rebuilding only if one enters or leaves it."""
+        job_filter, shown = self._filter, self._shown
+        if self._narrowed_from is not None:
+            # A narrowing searches the current view, which must then hold every row that now matches.
+            if shown is not None and any(row.job_id not in shown and job_filter.matches(row) for row in touched):
+                self._invalidate()
+        elif not self._view_dirty:
+            # The rest keep their places (the sort is not by anything that changes).
+            self._view_dirty = any(job_filter.matches(row) != (shown is None or row.job_id in shown) for row in touched)
+
+    def _invalidate(self) -> None:
+        """The view must be rebuilt from every row."""
+        self._view_dirty = True
+        self._narrowed_from = None
 
     def set_polling(self, job_ids: Iterable[str], polling: bool) -> None:
         """Mark jobs a status call is asking about right now."""
@@ -104,7 +127,7 @@ class JobsView:
         """A row's look changed outside the fold (its warnings)."""
         row.version += 1
         if self._filter.warnings_only or self._sort == "warnings":
-            self._view_dirty = True
+            self._invalidate()
         self.generation += 1
 
     def _new_row(self, record: JobRecord) -> JobRow:
@@ -134,6 +157,7 @@ class JobsView:
         row.exit_code = record.exit_code
         row.info = record.info
         row.collect_error = record.collect_error
+        row.search_text = None
         row.version += 1
 
     def _remember(self, job_id: str, transition: Transition) -> None:
@@ -152,6 +176,9 @@ class JobsView:
 
     def set_filter(self, job_filter: JobFilter) -> None:
         if job_filter != self._filter:
+            # The filter the current view was built with, if it is still good to search.
+            base = self._narrowed_from if self._view_dirty else self._filter
+            self._narrowed_from = base if base is not None and job_filter.narrows(base) else None
             self._filter = job_filter
             self._view_dirty = True
             self.generation += 1
@@ -167,7 +194,7 @@ class JobsView:
     def sort(self, key: SortKey, *, reverse: bool = False) -> None:
         if (key, reverse) != (self._sort, self._reverse):
             self._sort, self._reverse = key, reverse
-            self._view_dirty = True
+            self._invalidate()
             self.generation += 1
 
     @property
@@ -179,16 +206,22 @@ class JobsView:
         if not self._view_dirty:
             return False
         job_filter = self._filter
-        rows: Iterable[JobRow] = self.rows.values()
-        if job_filter.active:
-            rows = [row for row in rows if job_filter.matches(row)]
-        view = list(rows)
-        key = self._sort
-        if key != "id" or self._reverse or not _ids_ascending(view):
-            view.sort(key=lambda row: sort_value(row, key), reverse=self._reverse)
+        if self._narrowed_from is not None:
+            # One more letter typed: the new view is inside the current one, already in order.
+            view = [row for row in self._view if job_filter.matches(row)]
+        else:
+            rows: Iterable[JobRow] = self.rows.values()
+            if job_filter.active:
+                rows = [row for row in rows if job_filter.matches(row)]
+            view = list(rows)
+            key = self._sort
+            if key != "id" or self._reverse or not _ids_ascending(view):
+                view.sort(key=lambda row: sort_value(row, key), reverse=self._reverse)
+        self._shown = {row.job_id for row in view} if job_filter.active else None
         self._view = view
         self._index = None
         self._view_dirty = False
+        self._narrowed_from = None
         return True
 
     @property
@@ -204,9 +237,18 @@ class JobsView:
         return self._view[index]
 
     def index_of(self, job_id: str) -> int | None:
+        if self._sort == "id" and not self._reverse:
+            # The view is in id order: a binary search, not a dict of every row (27 ms at 100,000).
+            view = self._view
+            at = bisect.bisect_left(view, id_key(job_id), key=_id_key)
+            return at if at < len(view) and view[at].job_id == job_id else None
         if self._index is None:
             self._index = {row.job_id: index for index, row in enumerate(self._view)}
         return self._index.get(job_id)
+
+
+def _id_key(row: JobRow) -> tuple[int, str]:
+    return row.id_key
 
 
 def _ids_ascending(view: list[JobRow]) -> bool:

@@ -3,7 +3,8 @@
 A job waiting its turn within the session's plan is not a warning: an active job whose
 published next poll (``Rescheduled``) is still ahead, or a finished job whose outputs wait
 in a fetch queue that the service's allowance will clear in time (the backend's
-``collect_bound``), is on schedule however long ago it was last confirmed.
+``collect_bound``, at its longest since the queue was last empty), is on schedule however long
+ago it was last confirmed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Final
 from monitor_core import JobStatus, StateFold
 
 from ..job_rows import JobRow, WarningKind
+from .backends import BackendsView
 from .groups import GroupsView
 from .jobs import JobsView
 
@@ -30,11 +32,19 @@ class WarningsView:
     """
 
     def __init__(
-        self, fold: StateFold, jobs: JobsView, groups: GroupsView, *, unconfirmed_factor: float, stuck_factor: float
+        self,
+        fold: StateFold,
+        jobs: JobsView,
+        groups: GroupsView,
+        backends: BackendsView,
+        *,
+        unconfirmed_factor: float,
+        stuck_factor: float,
     ) -> None:
         self._fold = fold
         self._jobs = jobs
         self._groups = groups
+        self._backends = backends
         self.unconfirmed_factor = unconfirmed_factor
         self.stuck_factor = stuck_factor
         self.warned: dict[str, JobRow] = {}
@@ -87,10 +97,9 @@ class WarningsView:
                     # Waiting its turn: the session said when it polls next, and that is not long past.
                     if planned is None or now > planned + allowed:
                         found.add(WarningKind.UNCONFIRMED)
-                if row.status == JobStatus.COMPLETING:
-                    bound = record.collect_bound if record is not None and record.collect_bound else 0.0
-                    if now - row.status_since > allowed + bound:
-                        found.add(WarningKind.BACKEND_DONE)
+                waited = now - row.status_since
+                if row.status == JobStatus.COMPLETING and waited > allowed + self._backends.collect_plan(row.backend):
+                    found.add(WarningKind.BACKEND_DONE)
             key = (row.group, row.status)
             if key in usual_times:
                 usual = usual_times[key]

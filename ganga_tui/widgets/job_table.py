@@ -243,10 +243,14 @@ class JobTable(ScrollView, can_focus=True):
         self._scroll_cursor_into_view()
 
     def on_focus(self) -> None:
-        self.refresh()
+        self._refresh_cursor_line()
 
     def on_blur(self) -> None:
-        self.refresh()
+        self._refresh_cursor_line()
+
+    def _refresh_cursor_line(self) -> None:
+        # Only the cursor row looks different with focus: repaint that line, not the table.
+        self.refresh_line(self.cursor_row + 1)  # line 0 is the header
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -262,7 +266,8 @@ class JobTable(ScrollView, can_focus=True):
         now = self.clock()
         selected = index == self.cursor_row
         # Ages move once a second, so the second is part of the key; within it, repaints are free.
-        key = (row.job_id, row.version, width, selected, self.has_focus, int(now))
+        # Focus changes the cursor row's look only: the other rows' lines stay good.
+        key = (row.job_id, row.version, width, selected, selected and self.has_focus, int(now))
         strip = self._cache.get(key)
         if strip is None:
             strip = self._render_row(row, now, width, layout, selected)

@@ -15,6 +15,7 @@ from monitor_core import (
     JobChanged,
     JobRecord,
     JobStatus,
+    LagSampled,
     OpFinished,
     OpKind,
     OpRecord,
@@ -64,6 +65,58 @@ def test_jobs_view_mirrors_the_fold_and_refreshes_a_busy_job_once() -> None:
     assert jobs.index_of("2") is None
 
 
+def shown(jobs: JobsView) -> list[str]:
+    jobs.refresh_view()
+    return [jobs.get_row_at(i).job_id for i in range(jobs.row_count)]
+
+
+def change(fold: StateFold, jobs: JobsView, job_id: str, old: JobStatus, new: JobStatus, info: str = "") -> None:
+    event = JobChanged(at=NOW, job_id=job_id, backend="grid", old=old, new=new, source="poll", info=info)
+    fold.apply(event)
+    jobs.changed(event)
+    jobs.refresh({job_id}, fold)
+
+
+def test_a_filtered_view_follows_rows_entering_and_leaving_it() -> None:
+    fold = folded(*(record(str(n), name=f"batch{n % 3}.{n}") for n in range(1, 10)))
+    jobs = JobsView()
+    jobs.reset(fold)
+    jobs.set_filter(JobFilter.parse("s:running"))
+    assert shown(jobs) == [str(n) for n in range(1, 10)]
+    change(fold, jobs, "4", S.RUNNING, S.COMPLETING)
+    assert shown(jobs) == ["1", "2", "3", "5", "6", "7", "8", "9"], "a row that stops matching leaves"
+    change(fold, jobs, "5", S.RUNNING, S.RUNNING, info="still at CERN")
+    assert not jobs.view_dirty, "a row that still matches keeps its place: nothing is rebuilt"
+    jobs.set_filter(JobFilter.parse("cern"))
+    assert shown(jobs) == ["5"]
+    change(fold, jobs, "7", S.RUNNING, S.RUNNING, info="moved to CERN")
+    assert shown(jobs) == ["5", "7"], "a row that starts matching enters, in its place"
+
+
+def test_typing_one_more_letter_searches_the_view_and_finds_what_a_full_search_finds() -> None:
+    fold = folded(*(record(str(n), name=f"batch{n % 3}.{n}") for n in range(1, 13)))
+    jobs = JobsView()
+    jobs.reset(fold)
+    jobs.set_filter(JobFilter.parse("batch"))
+    assert len(shown(jobs)) == 12
+    jobs.set_filter(JobFilter.parse("batch1"))
+    assert jobs._narrowed_from is not None
+    assert shown(jobs) == ["1", "4", "7", "10"]
+    # A job renamed while the narrowing waits: it is not in the view being narrowed, yet matches.
+    jobs.set_filter(JobFilter.parse("batch1."))
+    fold.apply(JobAdded(at=NOW, job=record("3", name="batch1.3")))
+    jobs.refresh({"3"}, fold)
+    assert shown(jobs) == ["1", "3", "4", "7", "10"]
+    # Words that do not narrow (another status, a word dropped) search every job again.
+    jobs.set_filter(JobFilter.parse("batch2"))
+    assert jobs._narrowed_from is None
+    assert shown(jobs) == ["2", "5", "8", "11"]
+    for query in ("batch2 s:running", "batch2.1", "batch", ""):
+        jobs.set_filter(JobFilter.parse(query))
+        expected = [str(n) for n in range(1, 13) if JobFilter.parse(query).matches(jobs.rows[str(n)])]
+        assert shown(jobs) == expected, query
+
+
 def test_ops_view_keeps_finished_operations_a_while_and_their_errors_on_each_job() -> None:
     ops = OpsView()
     op = OpRecord(op_id=4, kind=OpKind.POLL, backend="grid", job_ids=("1", "2"), state=OpState.QUEUED, enqueued_at=NOW)
@@ -109,10 +162,11 @@ def test_groups_view_learns_usual_times_and_announces_failures_and_finished_grou
     assert groups.overall().total == 2
 
 
-def _warnings(fold: StateFold) -> tuple[WarningsView, JobsView]:
+def _warnings(fold: StateFold, backends: BackendsView | None = None) -> tuple[WarningsView, JobsView]:
     jobs = JobsView()
     jobs.reset(fold)
-    return WarningsView(fold, jobs, GroupsView(fold), unconfirmed_factor=3.0, stuck_factor=4.0), jobs
+    backends = backends or BackendsView(fold)
+    return WarningsView(fold, jobs, GroupsView(fold), backends, unconfirmed_factor=3.0, stuck_factor=4.0), jobs
 
 
 def test_a_job_waiting_its_turn_within_the_plan_is_not_a_warning() -> None:
@@ -149,6 +203,29 @@ def test_outputs_queued_within_the_collect_bound_are_no_warning_and_a_failed_col
     jobs.refresh({"gave-up"}, fold)
     warnings.refreshed(jobs.rows["gave-up"])
     assert "gave-up" not in warnings.warned
+
+
+def test_outputs_queued_at_the_peak_of_a_flood_are_on_plan_while_the_queue_drains() -> None:
+    fold = folded(
+        record("early", S.COMPLETING, status_since=NOW - 150),
+        record("stuck", S.COMPLETING, status_since=NOW - 400),
+        backends=(BackendRecord(name="grid", poll_interval=10.0),),
+    )
+    backends = BackendsView(fold)
+    # The flood: 200 s of outputs queued at its peak, 20 s left now.
+    for bound in (200.0, 150.0, 80.0, 20.0):
+        sample = BackendRecord(name="grid", poll_interval=10.0, collect_bound=bound)
+        fold.apply(LagSampled(at=NOW, backend=sample))
+        backends.sampled(sample)
+    warnings, jobs = _warnings(fold, backends)
+    warnings.scan(NOW)
+    assert jobs.rows["early"].warnings == frozenset(), "queued at the peak: 200 s is within its plan"
+    assert jobs.rows["stuck"].warnings == {WarningKind.BACKEND_DONE}, "longer than the whole flood"
+    # The queue emptied: the next flood is planned afresh.
+    empty = BackendRecord(name="grid", poll_interval=10.0, collect_bound=0.0)
+    fold.apply(LagSampled(at=NOW, backend=empty))
+    backends.sampled(empty)
+    assert backends.collect_plan("grid") == 0.0
 
 
 def test_a_job_added_later_joins_every_view() -> None:
