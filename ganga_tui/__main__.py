@@ -7,9 +7,9 @@ import logging
 import os
 import sys
 
-# Before Textual is imported (it reads ESCDELAY once): Esc reaches the app 25 ms after it is
+# Before Textual is imported (it reads ESCDELAY once): Esc reaches the app 10 ms after it is
 # typed instead of 100 ms; a user's own ESCDELAY wins (see ganga_tui/_driver.py).
-os.environ.setdefault("ESCDELAY", "25")
+os.environ.setdefault("ESCDELAY", "10")
 
 from monitor_core import StateDirectoryInUse
 

@@ -6,7 +6,7 @@ Two things between a key and the screen are the driver's, not the app's:
   ``ESCDELAY`` for more before it calls it the Escape key; Textual's input thread then
   sleeps in ``select`` for 0.1 s at a time and only notices the wait is over when it wakes.
   Esc reached the app 100-200 ms after it was typed. Here the thread wakes when the
-  parser's wait ends, and ``ganga-monitor-tui`` sets a default ``ESCDELAY`` of 25 ms (a
+  parser's wait ends, and ``ganga-monitor-tui`` sets a default ``ESCDELAY`` of 10 ms (a
   terminal, tmux or ssh sends a sequence in one write; a user's own ``ESCDELAY`` wins).
 - **Pre-emption.** The app learns that a key arrived as soon as it is read, from this
   thread, before the key waits in the message queue behind a fold or a repaint; work that

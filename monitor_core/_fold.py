@@ -12,6 +12,7 @@ It is cheap per event: a job change rebuilds one record and moves three counters
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -317,7 +318,9 @@ class StateFold:
             status_since=event.at,
             last_confirmed=event.at,
             exit_code=event.exit_code if event.exit_code is not None else old.exit_code,
-            info=event.info,
+            # A few texts ("Done: Execution Complete") said of many jobs: a decoded stream makes a
+            # new string per event, and a viewer keeps one per job. Interned, they are kept once.
+            info=sys.intern(event.info),
             next_poll_at=self.next_poll.get(old.job_id, old.next_poll_at) if new.is_active else None,
             poll_interval=old.poll_interval,
             collect_error=event.collect_error,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import sys
 from collections.abc import Iterable
 from typing import Final
 
@@ -73,7 +74,9 @@ class JobsView:
 
     def changed(self, event: JobChanged) -> None:
         """Remember a transition for the job's history (its row is refreshed by :meth:`refresh`)."""
-        self._remember(event.job_id, Transition(event.at, event.old, event.new, event.source, event.info))
+        # Interned: a handful of sources and texts, each kept once however many jobs' histories hold it.
+        transition = Transition(event.at, event.old, event.new, sys.intern(event.source), sys.intern(event.info))
+        self._remember(event.job_id, transition)
 
     def refresh(self, job_ids: Iterable[str], fold: StateFold) -> list[JobRow]:
         """Bring these jobs' rows up to date with the fold, once each; returns the rows touched."""

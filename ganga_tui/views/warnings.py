@@ -100,13 +100,16 @@ class WarningsView:
                 waited = now - row.status_since
                 if row.status == JobStatus.COMPLETING and waited > allowed + self._backends.collect_plan(row.backend):
                     found.add(WarningKind.BACKEND_DONE)
-            key = (row.group, row.status)
-            if key in usual_times:
-                usual = usual_times[key]
-            else:
-                usual = usual_times[key] = self._groups.group(row.group).usual_time(row.status)
-            if usual is not None and now - row.status_since > max(self.stuck_factor * usual, usual + _STUCK_MARGIN):
-                found.add(WarningKind.STUCK)
+            # Waiting for outputs is judged against the fetch plan above, not against how long the
+            # group's first outputs took: those were fetched first because their group was nearly done.
+            if row.status != JobStatus.COMPLETING:
+                key = (row.group, row.status)
+                if key in usual_times:
+                    usual = usual_times[key]
+                else:
+                    usual = usual_times[key] = self._groups.group(row.group).usual_time(row.status)
+                if usual is not None and now - row.status_since > max(self.stuck_factor * usual, usual + _STUCK_MARGIN):
+                    found.add(WarningKind.STUCK)
             if row.collect_error:
                 found.add(WarningKind.COLLECT_FAILED)
             if found != row.warnings:
