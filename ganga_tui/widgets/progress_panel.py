@@ -150,7 +150,8 @@ class ProgressPanel(Widget):
     def _render_line(self, line: _Line, bound: str | None, width: int, done_width: int, base: Style) -> Strip:
         """label, bar, done/total, ETA (and the collect bound), one space apart."""
         label, parts, total, done, eta = line
-        label_width = 14
+        # Group names line up in the side panel; the overall line alone needs room for its one label.
+        label_width = 14 if self.show_groups else len(label)
         bar_width = max(6, width - label_width - done_width - 6 - 3)
         if bound is not None:
             bar_width = max(6, bar_width - 17)
