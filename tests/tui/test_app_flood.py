@@ -21,7 +21,7 @@ from monitor_core import (
 )
 
 from .conftest import wait_for
-from .fixed_data import NOW, frozen_clock
+from .fixed_data import NOW, FixedSource, frozen_clock
 
 S = JobStatus
 JOBS = 3000
@@ -92,3 +92,18 @@ async def test_a_viewer_that_falls_behind_catches_up_from_a_snapshot_with_every_
         assert app.store.counts[S.FAILED] == sum(1 for status in source.truth.values() if status == S.FAILED)
         assert "catching up" not in status_bar(app)
         assert app.resyncs == 1
+
+
+async def test_a_fold_that_never_ran_is_started_by_the_tick() -> None:
+    job = JobRecord(job_id="1", backend="grid", status=S.RUNNING)
+    source = FixedSource([Snapshot(at=NOW, session="s", jobs=(job,))])
+    app = GangaMonitorApp(source, clock=frozen_clock, tick=0.2)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.store.total == 1)
+        # A fold is due but lost: events wait, and nothing will fold them.
+        app._fold_scheduled = True
+        source.push(JobChanged(at=NOW, job_id="1", backend="grid", old=S.RUNNING, new=S.COMPLETED, source="poll"))
+        await source.drained.wait()
+        assert app.pending
+        await wait_for(pilot, lambda: app.store.rows["1"].status == S.COMPLETED)
+    assert app.fold_restarts == 1
