@@ -38,6 +38,7 @@ from ._events import (
     UpdateRejected,
 )
 from ._fold import BackendFigures, StateFold, percentile
+from ._gc_pace import CollectionPace
 from ._model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -84,6 +85,7 @@ __all__ = [
     "BackendFigures",
     "BackendRecord",
     "BreakerChanged",
+    "CollectionPace",
     "BreakerState",
     "BusStatistics",
     "ChangeSource",

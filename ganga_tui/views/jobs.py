@@ -102,14 +102,14 @@ class JobsView:
 
     def _check_membership(self, touched: list[JobRow]) -> None:
         """Changed rows under a filter: the view needs rebuilding only if one enters or leaves it."""
-        job_filter, shown = self._filter, self._shown
+        matches, shown = self._filter.predicate(), self._shown
         if self._narrowed_from is not None:
             # A narrowing searches the current view, which must then hold every row that now matches.
-            if shown is not None and any(row.job_id not in shown and job_filter.matches(row) for row in touched):
+            if shown is not None and any(row.job_id not in shown and matches(row) for row in touched):
                 self._invalidate()
         elif not self._view_dirty:
             # The rest keep their places (the sort is not by anything that changes).
-            self._view_dirty = any(job_filter.matches(row) != (shown is None or row.job_id in shown) for row in touched)
+            self._view_dirty = any(matches(row) != (shown is None or row.job_id in shown) for row in touched)
 
     def _invalidate(self) -> None:
         """The view must be rebuilt from every row."""
@@ -209,13 +209,14 @@ class JobsView:
         if not self._view_dirty:
             return False
         job_filter = self._filter
+        matches = job_filter.predicate()
         if self._narrowed_from is not None:
             # One more letter typed: the new view is inside the current one, already in order.
-            view = [row for row in self._view if job_filter.matches(row)]
+            view = [row for row in self._view if matches(row)]
         else:
             rows: Iterable[JobRow] = self.rows.values()
             if job_filter.active:
-                rows = [row for row in rows if job_filter.matches(row)]
+                rows = [row for row in rows if matches(row)]
             view = list(rows)
             key = self._sort
             if key != "id" or self._reverse or not _ids_ascending(view):

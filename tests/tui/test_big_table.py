@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from ganga_tui.app import GangaMonitorApp
@@ -37,8 +39,12 @@ def big_snapshot() -> Snapshot:
 async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
     source = FixedSource([big_snapshot()])
     app = GangaMonitorApp(source, clock=frozen_clock, tick=3600)
+    thresholds = gc.get_threshold()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
+        # So many jobs: the collector's full passes run on the app's schedule, not its counter's.
+        assert app.gc_pace is not None
+        assert gc.get_threshold()[2] > 100 * thresholds[2]
         jobs = app.main_screen.query_one(JobTable)
         assert app.store.row_count == JOBS
         assert jobs.virtual_size.height == JOBS + 1
@@ -63,3 +69,4 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
         assert app.store.row_count == JOBS // 20
         await pilot.press("escape", "S")
         assert app.store.get_row_at(0).job_id == str(JOBS)
+    assert gc.get_threshold() == thresholds, "the allocator's thresholds are given back when the app ends"
