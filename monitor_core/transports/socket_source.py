@@ -65,6 +65,7 @@ class SocketSource(EventSource):
         self.resyncs = 0
         """Times the viewer asked to start over from a fresh snapshot."""
         self._resync_requested = False
+        self._closed = False
 
     def check_target(self) -> None:
         """Fail fast when nothing can ever answer at the path.
@@ -89,7 +90,7 @@ class SocketSource(EventSource):
 
     async def events(self) -> AsyncIterator[Event | ConnectionChanged]:
         announced_down = False
-        while True:
+        while not self._closed:
             try:
                 reader, writer = await asyncio.open_unix_connection(str(self.path))
             except OSError as exc:
@@ -119,7 +120,9 @@ class SocketSource(EventSource):
                 writer.close()
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
-            if ended and not self.follow:
+            if (ended and not self.follow) or self._closed:
+                # Closed by its viewer: attaching again would fetch a whole snapshot for no one
+                # (a viewer quitting a 100,000-job demo doubled its memory doing so).
                 return
             if self._resync_requested and not ended:
                 self._resync_requested = False
@@ -175,5 +178,6 @@ class SocketSource(EventSource):
             self._acks.pop(command.command_id, None)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._writer is not None:
             self._writer.close()

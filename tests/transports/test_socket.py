@@ -132,6 +132,26 @@ async def test_killed_session_is_reported_and_a_restart_is_followed(run_dir: Pat
                 proc.wait(timeout=30)
 
 
+async def test_a_closed_viewer_does_not_attach_again_to_a_session_still_running(run_dir: Path) -> None:
+    sock = run_dir / "s.sock"
+    slow = ("--jobs", "6", "--local-mean-duration", "30", "--socket", str(sock), "--state-dir", str(run_dir / "state"))
+    process = spawn(sim_command(*slow))
+    source = SocketSource(sock, backoff=FAST)  # follows the session: it would attach again after a drop
+    watched = Watched()
+    viewer = asyncio.create_task(watch(source, watched, until_ended=False))
+    try:
+        await wait_for(lambda: any(isinstance(item, Snapshot) and item.jobs for item in watched.items))
+        await source.aclose()
+        # A viewer quitting: the stream ends, with no second snapshot fetched for no one.
+        await asyncio.wait_for(viewer, 10)
+        assert source.connects == 1
+        assert sum(isinstance(item, Snapshot) for item in watched.items) == 1
+    finally:
+        viewer.cancel()
+        process.terminate()
+        process.wait(timeout=30)
+
+
 async def test_bad_input_is_rejected_counted_and_logged_while_others_are_served(run_dir: Path) -> None:
     sock, summary, errors = run_dir / "s.sock", run_dir / "summary.json", run_dir / "stderr"
     with errors.open("wb") as stderr:
