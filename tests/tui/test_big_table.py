@@ -45,6 +45,12 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
         # So many jobs: the collector's full passes run on the app's schedule, not its counter's.
         assert app.gc_pace is not None
         assert gc.get_threshold()[2] > 100 * thresholds[2]
+        # The tick collects at a quiet moment once the interval has passed, and not before.
+        app._on_tick()
+        assert app.gc_pace.collections == 0
+        app._collected_at -= 60
+        app._on_tick()
+        assert app.gc_pace.collections == 1
         jobs = app.main_screen.query_one(JobTable)
         assert app.store.row_count == JOBS
         assert jobs.virtual_size.height == JOBS + 1
