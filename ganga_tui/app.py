@@ -518,6 +518,8 @@ class GangaMonitorApp(App[int]):
             return
         self._collected_at = time.monotonic()
         pace.collect()
+
+    def _deferred_tick(self) -> None:
         self._tick_due = False
         self._on_tick()
 
