@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ..job_rows import JobRow
 from ..job_store import JobStore, WarningKind
 from ._format import age, duration
 
@@ -77,10 +77,12 @@ class JobDetail(VerticalScroll):
         self.output_view.update(Text(text))
 
     def refresh_from_store(self) -> None:
-        """Redraw every section from the store when the job changed or a second passed (ages).
+        """Redraw the sections whose text changed, when the job changed or a second passed (ages).
 
-        The app calls this on every fold; the sections are Rich tables of unknown height, so an
-        equal redraw would still cost a layout pass of the screen.
+        The app calls this on every fold. Sections are aligned plain text, not Rich tables: a
+        table is measured and laid out on every update (most of what Enter on a job cost), and
+        a section whose text did not change is not updated at all (a second passing changes
+        the ages in the summary alone).
         """
         row = self.store.rows.get(self.job_id)
         now = self.clock()
@@ -89,71 +91,76 @@ class JobDetail(VerticalScroll):
             return
         self._shown = shown
         if row is None:
-            self.summary.update(Text(f"job {self.job_id} is not in this session", style="bold red"))
+            self._show(self.summary, Text(f"job {self.job_id} is not in this session", style="bold red"))
             return
-        fields = Table.grid(padding=(0, 2))
-        fields.add_column(style="bold", justify="right")
-        fields.add_column()
-        fields.add_row("job", f"{row.job_id}  {row.name}")
-        fields.add_row("backend", f"{row.backend}  (group {row.group or '-'})")
-        fields.add_row("status", f"{row.status.value} for {duration(now - row.status_since)}  {row.info}")
-        fields.add_row("confirmed", f"{age(now, row.last_confirmed)} ago")
-        if row.next_poll_at is not None and row.status.is_active:
-            fields.add_row("next poll", f"in {duration(row.next_poll_at - now)}")
-        if row.exit_code is not None:
-            fields.add_row("exit code", str(row.exit_code))
-        if row.collect_error:
-            fields.add_row("outputs", Text(f"not collected: {row.collect_error} (c to try again)", style="bold red"))
-        if row.warnings:
-            fields.add_row(
-                "warnings",
-                Text("; ".join(w.explanation for w in WarningKind if w in row.warnings), style="bold yellow"),
-            )
-        self.summary.update(fields)
-        self._render_history(now)
-        self._render_ops()
+        self._show(self.summary, self._summary(row, now))
+        self._show(self.history, self._history())
+        self._show(self.operations, self._operations())
         errors = self.store.errors.get(self.job_id)
-        self.errors.update(Text("\n".join(errors)) if errors else Text("none", style="dim"))
-        self.output_view.update(Text(self.output))
+        self._show(self.errors, Text("\n".join(errors)) if errors else Text("none", style="dim"))
+        self._show(self.output_view, Text(self.output))
 
-    def _render_history(self, now: float) -> None:
+    @staticmethod
+    def _show(section: Static, text: Text) -> None:
+        if not isinstance(section.content, Text) or section.content != text:
+            section.update(text)
+
+    @staticmethod
+    def _summary(row: JobRow, now: float) -> Text:
+        fields: list[tuple[str, str | Text]] = [
+            ("job", f"{row.job_id}  {row.name}"),
+            ("backend", f"{row.backend}  (group {row.group or '-'})"),
+            ("status", f"{row.status.value} for {duration(now - row.status_since)}  {row.info}"),
+            ("confirmed", f"{age(now, row.last_confirmed)} ago"),
+        ]
+        if row.next_poll_at is not None and row.status.is_active:
+            fields.append(("next poll", f"in {duration(row.next_poll_at - now)}"))
+        if row.exit_code is not None:
+            fields.append(("exit code", str(row.exit_code)))
+        if row.collect_error:
+            fields.append(("outputs", Text(f"not collected: {row.collect_error} (c to try again)", style="bold red")))
+        if row.warnings:
+            explained = "; ".join(w.explanation for w in WarningKind if w in row.warnings)
+            fields.append(("warnings", Text(explained, style="bold yellow")))
+        text = Text()
+        for index, (label, value) in enumerate(fields):
+            if index:
+                text.append("\n")
+            text.append(f"{label:>10}  ", style="bold")
+            text.append(value)
+        return text
+
+    def _history(self) -> Text:
         history = sorted(self.store.history.get(self.job_id, []), key=lambda step: step.at)
-        table = Table(box=None, pad_edge=False, show_edge=False)
-        for column in ("time", "from", "to", "after", "by", "detail"):
-            table.add_column(column, no_wrap=column != "detail")
+        lines = [f"{'time':<10}  {'from':<11} {'to':<11} {'after':>7}  {'by':<7} detail"]
         previous: float | None = None
         for step in history:
-            table.add_row(
-                _clock_time(step.at),
-                step.old.value if step.old is not None else "",
-                step.new.value,
-                duration(step.at - previous) if previous is not None else "",
-                step.source,
-                step.info,
+            old = step.old.value if step.old is not None else ""
+            after = duration(step.at - previous) if previous is not None else ""
+            lines.append(
+                f"{_clock_time(step.at):<10}  {old:<11} {step.new.value:<11} {after:>7}  {step.source:<7} {step.info}"
             )
             previous = step.at
-        self.history.update(table)
+        text = Text("\n".join(lines))
+        text.stylize("bold", 0, len(lines[0]))
+        return text
 
-    def _render_ops(self) -> None:
+    def _operations(self) -> Text:
         op_ids = self.store.ops_of.get(self.job_id, ())
         if not op_ids:
-            self.operations.update(Text("none yet", style="dim"))
-            return
-        table = Table(box=None, pad_edge=False, show_edge=False)
-        for column in ("op", "kind", "batch", "try", "state", "latency", "answer"):
-            table.add_column(column, no_wrap=column != "answer")
+            return Text("none yet", style="dim")
+        lines = [f"{'op':>7}  {'kind':<13} {'batch':>5} {'try':>3}  {'state':<10} {'latency':>7}  answer"]
         for op_id in op_ids:
             view = self.store.op_log.get(op_id)
             if view is None:
-                table.add_row(str(op_id), "", "", "", "(forgotten)", "", "")
+                lines.append(f"{op_id:>7}  {'':<13} {'':>5} {'':>3}  {'(forgotten)':<10}")
                 continue
-            table.add_row(
-                str(op_id),
-                view.kind.value,
-                str(len(view.job_ids)),
-                str(view.attempt),
-                view.state.replace("_", "-"),
-                duration(view.latency) if view.latency is not None else "",
-                view.error or view.detail,
+            latency = duration(view.latency) if view.latency is not None else ""
+            state = view.state.replace("_", "-")
+            lines.append(
+                f"{op_id:>7}  {view.kind.value:<13} {len(view.job_ids):>5} {view.attempt:>3}  "
+                f"{state:<10} {latency:>7}  {view.error or view.detail}"
             )
-        self.operations.update(table)
+        text = Text("\n".join(lines))
+        text.stylize("bold", 0, len(lines[0]))
+        return text
