@@ -7,9 +7,13 @@ import logging
 import os
 import sys
 
-# Before Textual is imported (it reads ESCDELAY once): Esc reaches the app 10 ms after it is
-# typed instead of 100 ms; a user's own ESCDELAY wins (see ganga_tui/_driver.py).
+# Before Textual is imported (it reads both once); a user's own values win.
+# Esc reaches the app 10 ms after it is typed instead of 100 ms (see ganga_tui/_driver.py).
 os.environ.setdefault("ESCDELAY", "10")
+# A change waits for the screen's next frame slot: at 60 frames a second a key's result waited
+# up to 17 ms behind the frame a repaint had just drawn, at 120 up to 8. The app's own repaints
+# are paced at 30 a second, so the cap costs nothing when nothing is typed.
+os.environ.setdefault("TEXTUAL_FPS", "120")
 
 from monitor_core import StateDirectoryInUse
 
