@@ -160,10 +160,16 @@ async def test_a_disk_fault_is_that_lanes_fault_and_loses_nothing(make_scheduler
     assert not list(sink.root.glob(".fetch-*")), "failed attempts leave no staging directories"
 
 
-async def test_a_slow_fetch_is_hedged_and_collected_once(make_scheduler: MakeScheduler) -> None:
+def hedging_grid() -> ScriptedBackend:
+    """A grid whose fetches answer in 10 ms: after 30 of them, a slower one is worth hedging."""
     caps = Capabilities(max_batch=50, max_concurrency=2, fetch_concurrency=4, poll_interval=0.05, call_timeout=30)
     backend = ScriptedBackend("grid", caps=caps)
     backend.fetch_delay = 0.01
+    return backend
+
+
+async def test_a_slow_fetch_is_hedged_and_collected_once(make_scheduler: MakeScheduler) -> None:
+    backend = hedging_grid()
     async with make_scheduler([backend]) as scheduler:
         await scheduler.submit(specs(30, "grid"))
         await settle(scheduler)  # enough fetch latencies for a p95
@@ -180,9 +186,7 @@ async def test_a_slow_fetch_is_hedged_and_collected_once(make_scheduler: MakeSch
 
 
 async def test_no_fetch_is_hedged_while_the_breaker_is_not_closed(make_scheduler: MakeScheduler) -> None:
-    caps = Capabilities(max_batch=50, max_concurrency=2, fetch_concurrency=4, poll_interval=0.05, call_timeout=30)
-    backend = ScriptedBackend("grid", caps=caps)
-    backend.fetch_delay = 0.01
+    backend = hedging_grid()
     async with make_scheduler([backend]) as scheduler:
         await scheduler.submit(specs(30, "grid"))
         await settle(scheduler)
