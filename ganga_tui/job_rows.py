@@ -88,7 +88,7 @@ class JobRow:
     """What the filter's words are looked for in, lower case; made when first searched, dropped on change."""
 
     def __post_init__(self) -> None:
-        self.id_number = int(self.job_id) if self.job_id.isdigit() else TEXT_ID
+        self.id_number = id_key(self.job_id)[0]
 
     def searchable(self) -> str:
         """The id, name, group and detail in lower case, for the filter's words."""

@@ -81,13 +81,14 @@ class WarningsView:
         batch = self._scan_queue[len(self._scan_queue) - take :]
         del self._scan_queue[len(self._scan_queue) - take :]
         backends = self._fold.backends
-        # A median per group and state, not per job: each is a sort of the group's samples.
+        # A usual time per group and state, not per job: each is a sort of the group's samples.
         usual_times: dict[tuple[str, JobStatus], float | None] = {}
         for job_id in batch:
             row = rows.get(job_id)
             if row is None or row.status.is_final:
                 continue
             found: set[WarningKind] = set()
+            in_status = now - row.status_since
             record = backends.get(row.backend)
             interval = record.poll_interval if record is not None else 0.0
             if interval > 0:
@@ -97,8 +98,8 @@ class WarningsView:
                     # Waiting its turn: the session said when it polls next, and that is not long past.
                     if planned is None or now > planned + allowed:
                         found.add(WarningKind.UNCONFIRMED)
-                waited = now - row.status_since
-                if row.status == JobStatus.COMPLETING and waited > allowed + self._backends.collect_plan(row.backend):
+                completing = row.status == JobStatus.COMPLETING
+                if completing and in_status > allowed + self._backends.collect_plan(row.backend):
                     found.add(WarningKind.BACKEND_DONE)
             # Waiting for outputs is judged against the fetch plan above, not against how long the
             # group's first outputs took: those were fetched first because their group was nearly done.
@@ -108,7 +109,7 @@ class WarningsView:
                     usual = usual_times[key]
                 else:
                     usual = usual_times[key] = self._groups.group(row.group).usual_time(row.status)
-                if usual is not None and now - row.status_since > max(self.stuck_factor * usual, usual + _STUCK_MARGIN):
+                if usual is not None and in_status > max(self.stuck_factor * usual, usual + _STUCK_MARGIN):
                     found.add(WarningKind.STUCK)
             if row.collect_error:
                 found.add(WarningKind.COLLECT_FAILED)
