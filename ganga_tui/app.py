@@ -444,13 +444,14 @@ class GangaMonitorApp(App[int]):
         Freezing once is not enough in a flood: every change makes new records and history that
         the collector's counter soon sends to a full pass (every 8-10 s at 100,000 jobs, 40-180 ms
         each, keys waiting behind it). From here on the session's own pace rules the full passes
-        here too: none between, one every few minutes that freezes what it leaves.
+        here too: none between, one every ``_GC_EVERY`` from the tick that freezes what it leaves.
         """
         self._frozen_jobs = self.store.total
         gc.collect()
         gc.freeze()
         if self.gc_pace is None:
-            self.gc_pace = CollectionPace()
+            # Collected from the tick, between keys (_collect_garbage): no schedule of its own.
+            self.gc_pace = CollectionPace(every=None)
             self.gc_pace.start()
 
     @property

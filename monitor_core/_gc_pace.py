@@ -33,10 +33,11 @@ class CollectionPace:
     """Full collections every ``every`` seconds on the loop, none in between.
 
     Args:
-        every: seconds between two full collections.
+        every: seconds between two full collections; ``None``: only when the owner calls
+            :meth:`collect` (a viewer collects between keys, at moments of its choosing).
     """
 
-    def __init__(self, every: float = 300.0) -> None:
+    def __init__(self, every: float | None = 300.0) -> None:
         self.every = every
         self.collections = 0
         """Full collections run so far."""
@@ -52,12 +53,12 @@ class CollectionPace:
             self._saved = gc.get_threshold()
             young, middle, _ = self._saved
             gc.set_threshold(young, middle, _NEVER)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="monitor.gc-pace")
+        if self._task is None and self.every is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run(self.every), name="monitor.gc-pace")
 
-    async def _run(self) -> None:
+    async def _run(self, every: float) -> None:
         while True:
-            await asyncio.sleep(self.every)
+            await asyncio.sleep(every)
             self.collect()
 
     def collect(self) -> int:

@@ -59,3 +59,21 @@ async def test_between_passes_the_oldest_generation_is_left_alone() -> None:
     finally:
         await pace.aclose()
         gc.unfreeze()
+
+
+async def test_a_pace_without_a_schedule_collects_only_when_asked() -> None:
+    before = gc.get_threshold()
+    pace = CollectionPace(every=None)
+    pace.start()
+    try:
+        assert gc.get_threshold()[2] > before[2]
+        cycle = _old_cycle()
+        await asyncio.sleep(0.1)
+        assert cycle() is not None, "no pass of its own"
+        pace.collect()
+        assert cycle() is None
+        assert pace.collections == 1
+    finally:
+        await pace.aclose()
+        gc.unfreeze()
+    assert gc.get_threshold() == before
