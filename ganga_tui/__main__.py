@@ -15,7 +15,7 @@ os.environ.setdefault("ESCDELAY", "10")
 # are paced at 30 a second, so the cap costs nothing when nothing is typed.
 os.environ.setdefault("TEXTUAL_FPS", "120")
 
-from monitor_core import StateDirectoryInUse
+from monitor_core import StateDirectoryInUse, tune_allocator
 
 from ._cli import build_parser, session_config
 
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the chosen mode; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A viewer decodes snapshots tens of MB long: mapped apart, their memory goes back when freed.
+    tune_allocator()
     if (args.json or args.until_done or args.until or args.fail_on or args.timeout) and not args.headless:
         parser.error("--json, --until-done, --until, --fail-on and --timeout go with --headless")
     if not args.demo:

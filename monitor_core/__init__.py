@@ -39,6 +39,7 @@ from ._events import (
 )
 from ._fold import BackendFigures, StateFold, percentile
 from ._gc_pace import CollectionPace
+from ._memory import tune_allocator
 from ._model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -133,4 +134,5 @@ __all__ = [
     "check_transition",
     "percentile",
     "is_legal_transition",
+    "tune_allocator",
 ]

@@ -24,6 +24,7 @@ from typing import Any
 from .._commands import Command, execute_command
 from .._events import CommandAcked
 from .._lane import SchedulerConfig
+from .._memory import tune_allocator
 from .._session import KNOWN_BACKENDS, MonitorSession, SessionConfig
 from .._state_lock import StateDirectoryInUse
 from ..transports.mqtt import MqttBridge, MqttOptions, add_mqtt_arguments, mqtt_options_from_args
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     # snapshots: each time it gives up the lock for a system call it waits up to a switch
     # interval to get it back, so a shorter one (5 ms by default) shortens its stalls.
     sys.setswitchinterval(_SWITCH_INTERVAL)
+    tune_allocator()
     try:
         return asyncio.run(run(args, mqtt))
     except (ValueError, FileExistsError, StateDirectoryInUse) as exc:

@@ -2,6 +2,11 @@
 
 A size above the reader's limit is refused before a byte of the body is read, so a
 hostile or broken peer cannot make the reader buffer an arbitrary amount.
+
+A message whose size is not known until all of it is made (a snapshot, encoded a slice at
+a time) is sent in chunks: the size :data:`CHUNKED`, then frames of its pieces, then an
+empty frame. Its writer never holds the whole message; the reader joins the pieces, held
+to the same limit on their total.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ import asyncio
 import struct
 from typing import Final
 
-__all__ = ["FrameError", "HEADER", "encode_frame", "read_frame"]
+__all__ = ["CHUNKED", "FrameError", "HEADER", "encode_frame", "read_frame"]
 
 HEADER: Final = struct.Struct(">I")
+CHUNKED: Final = 0xFFFF_FFFF
+"""The size that says a message follows in chunks, each framed, ending with an empty one."""
 
 
 class FrameError(Exception):
@@ -53,8 +60,32 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> bytes | None:
             return None
         raise FrameError(f"stream ended inside a frame header ({len(exc.partial)} of 4 bytes)", "truncated") from None
     (size,) = HEADER.unpack(header)
+    if size == CHUNKED:
+        return await _read_chunks(reader, limit)
     if size > limit:
         raise FrameError(f"frame of {size} bytes exceeds the limit of {limit}", "oversized")
+    return await _body(reader, size)
+
+
+async def _read_chunks(reader: asyncio.StreamReader, limit: int) -> bytes:
+    """The pieces of a chunked message, up to its empty frame, joined."""
+    pieces: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            header = await reader.readexactly(HEADER.size)
+        except asyncio.IncompleteReadError:
+            raise FrameError(f"stream ended {total} bytes into a chunked message", "truncated") from None
+        (size,) = HEADER.unpack(header)
+        if size == 0:
+            return b"".join(pieces)
+        total += size
+        if size == CHUNKED or total > limit:
+            raise FrameError(f"chunked message of over {total} bytes exceeds the limit of {limit}", "oversized")
+        pieces.append(await _body(reader, size))
+
+
+async def _body(reader: asyncio.StreamReader, size: int) -> bytes:
     try:
         return await reader.readexactly(size)
     except asyncio.IncompleteReadError as exc:

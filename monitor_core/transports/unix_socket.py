@@ -40,9 +40,9 @@ from ._codec import (
     command_id_of,
     decode_command,
     encode_event,
-    encode_snapshot,
+    iter_snapshot_pieces,
 )
-from ._framing import HEADER, FrameError, read_frame
+from ._framing import CHUNKED, HEADER, FrameError, read_frame
 
 __all__ = [
     "DiscoveredSession",
@@ -296,19 +296,20 @@ class _Client:
             await self.writer.drain()
 
     async def _send_snapshot(self, snapshot: Snapshot) -> None:
-        """Encode a snapshot on a worker thread, in pieces, and write it as one frame a piece at a time.
+        """Write a snapshot as one chunked message, each piece encoded on a worker thread when its turn comes.
 
-        Each piece goes to the socket once the one before has drained, so neither the whole
-        message nor a copy of it in the transport's buffer is ever held at once.
+        A piece is encoded only once the one before has drained, so neither the whole message
+        nor a copy of it in the transport's buffer is ever held: a viewer that takes half a
+        minute to read 30 MB costs the session one piece, not the message, meanwhile.
         """
-        pieces = await asyncio.to_thread(encode_snapshot, snapshot)
-        size = sum(len(piece) for piece in pieces)
-        pieces.reverse()
+        pieces = iter_snapshot_pieces(snapshot)
         async with self._frame_lock:
-            self.writer.write(HEADER.pack(size))
-            while pieces:
-                self.writer.write(pieces.pop())
+            self.writer.write(HEADER.pack(CHUNKED))
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                self.writer.write(HEADER.pack(len(piece)))
+                self.writer.write(piece)
                 await self.writer.drain()
+            self.writer.write(HEADER.pack(0))
             self.frames_sent += 1
 
     def _write_frames(self, frames: list[bytes]) -> None:

@@ -20,7 +20,7 @@ from monitor_core._events import (
     Snapshot,
 )
 from monitor_core._model import JobStatus, OpKind, OpState
-from monitor_core.transports import decode_event, encode_event, event_to_data
+from monitor_core.transports import WireError, _codec, decode_event, encode_event, event_to_data
 from monitor_core.transports._codec import EncodedEvents, encode_snapshot
 
 JOB = JobRecord(job_id="7", backend="dirac-sim", status=JobStatus.RUNNING, name="j", group="g", backend_id="42")
@@ -72,3 +72,36 @@ def test_a_snapshot_in_pieces_is_the_same_message(jobs: int) -> None:
         pieces = encode_snapshot(snapshot, slice_size=slice_size)
         assert b"".join(pieces) == encode_event(snapshot)
     assert decode_event(b"".join(pieces)) == snapshot
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda event: type(event).__name__)
+def test_a_message_as_written_is_validated_from_its_bytes_without_parsing_it_twice(
+    event: Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = encode_event(event)
+    # The general path parses into dicts first; the message as this side writes it never needs to.
+    monkeypatch.setattr(_codec.json, "loads", _refuse)
+    assert decode_event(message) == event
+
+
+@pytest.mark.parametrize(
+    ("message", "kind", "words"),
+    [
+        (encode_event(EVENTS[1])[:-2] + b',"sneaky":1}}', "invalid", "unknown field(s) sneaky"),
+        (b'{"v":2,"type":"LagSampled","data":{"at":"soon","backend":{"name":"x"}}}', "invalid", "field at"),
+        (b'{"v":2,"type":"Heartbeat","data":{"at":1.0}', "malformed", "not JSON"),
+        (b'{"v":3,"type":"Heartbeat","data":{"at":1.0}}', "version", "schema version 3"),
+        (b'{"v":2,"type":"Exploit","data":{}}', "unknown_type", "'Exploit'"),
+    ],
+)
+def test_a_message_in_the_written_form_that_is_wrong_is_rejected_as_precisely_as_any(
+    message: bytes, kind: str, words: str
+) -> None:
+    with pytest.raises(WireError) as caught:
+        decode_event(message)
+    assert caught.value.kind == kind
+    assert words in str(caught.value)
+
+
+def _refuse(*_: object, **__: object) -> object:
+    raise AssertionError("parsed into dicts")

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -487,4 +488,38 @@ async def test_a_command_answered_while_a_snapshot_is_written_in_pieces_never_sp
         assert isinstance(first, Snapshot)
         assert first.jobs == jobs
         assert second == CommandAcked(at=2.0, command_id="c1", ok=True, message="done")
+        writer.close()
+
+
+async def test_a_snapshot_is_encoded_a_piece_at_a_time_as_a_slow_viewer_reads_it(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor_core.transports.unix_socket as unix_socket
+
+    jobs = tuple(
+        JobRecord(job_id=str(i), backend="local", status=JobStatus.RUNNING, name=f"job-{i}") for i in range(20_000)
+    )
+    snapshot = Snapshot(at=1.0, session="big", jobs=jobs)
+    made: list[int] = []
+    lazy = unix_socket.iter_snapshot_pieces
+
+    def counted(snapshot: Snapshot) -> Iterator[bytes]:
+        for piece in lazy(snapshot):
+            made.append(len(piece))
+            yield piece
+
+    monkeypatch.setattr(unix_socket, "iter_snapshot_pieces", counted)
+    total = len(list(lazy(snapshot)))
+    async with SocketServer(EventBus(lambda: snapshot), session="big", path=run_dir / "big.sock") as server:
+        client = socket.socket(socket.AF_UNIX)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(str(server.path))
+        client.setblocking(False)
+        reader, writer = await asyncio.open_unix_connection(sock=client)
+        await wait_for(lambda: bool(made))
+        await asyncio.sleep(0.3)
+        # The viewer has read nothing: the session holds the piece being written, not the message.
+        assert len(made) <= 2 < total
+        assert decode_event(await read_frame(reader, 1 << 28) or b"") == snapshot
+        assert len(made) == total
         writer.close()
