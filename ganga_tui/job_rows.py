@@ -5,12 +5,23 @@ from __future__ import annotations
 import enum
 import statistics
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
 from monitor_core import JobStatus, OpKind
 
-__all__ = ["TEXT_ID", "GroupStats", "JobRow", "OpView", "Transition", "WarningKind", "id_key"]
+__all__ = [
+    "NO_WARNINGS",
+    "TEXT_ID",
+    "GroupStats",
+    "JobRow",
+    "OpView",
+    "Transition",
+    "WarningKind",
+    "id_key",
+    "warning_set",
+]
 
 TEXT_ID: Final = 1 << 62
 """``JobRow.id_number`` of an id that is not a number (it sorts after every number)."""
@@ -55,6 +66,20 @@ _EXPLANATIONS: Final = {
 }
 
 
+NO_WARNINGS: Final[frozenset[WarningKind]] = frozenset()
+_WARNING_SETS: dict[frozenset[WarningKind], frozenset[WarningKind]] = {NO_WARNINGS: NO_WARNINGS}
+
+
+def warning_set(kinds: Iterable[WarningKind]) -> frozenset[WarningKind]:
+    """The one shared set of these warnings.
+
+    There are sixteen, and a row keeps the set it was last given: without sharing, every job
+    whose warning came and went held an empty set of its own, 216 bytes (19 MB at 100,000 jobs).
+    """
+    found = frozenset(kinds)
+    return _WARNING_SETS.setdefault(found, found)
+
+
 def id_key(job_id: str) -> tuple[int, str]:
     """How a job id sorts: numeric ids as numbers, the rest after them as text."""
     return (int(job_id), "") if job_id.isdigit() else (TEXT_ID, job_id)
@@ -78,7 +103,7 @@ class JobRow:
     """Why the outputs could not be collected, when they could not."""
     polling: bool = False
     """An operation is asking the backend about this job right now."""
-    warnings: frozenset[WarningKind] = frozenset()
+    warnings: frozenset[WarningKind] = NO_WARNINGS
     version: int = 0
     order: int = 0
     """Arrival position, the tie-breaker of every sort."""

@@ -9,11 +9,12 @@ ago it was last confirmed.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Final
 
 from monitor_core import JobStatus, StateFold
 
-from ..job_rows import JobRow, WarningKind
+from ..job_rows import NO_WARNINGS, JobRow, WarningKind, warning_set
 from .backends import BackendsView
 from .groups import GroupsView
 from .jobs import JobsView
@@ -21,6 +22,9 @@ from .jobs import JobsView
 __all__ = ["WarningsView"]
 
 _STUCK_MARGIN: Final = 10.0
+
+
+_COLLECT_FAILED: Final = warning_set((WarningKind.COLLECT_FAILED,))
 
 
 class WarningsView:
@@ -57,7 +61,7 @@ class WarningsView:
 
     def refreshed(self, row: JobRow) -> None:
         """A job's row changed: a fresh status clears time-based warnings; a failed collection is one."""
-        wanted = frozenset({WarningKind.COLLECT_FAILED}) if row.collect_error else frozenset()
+        wanted = _COLLECT_FAILED if row.collect_error else NO_WARNINGS
         if row.warnings != wanted:
             self.set(row, wanted)
 
@@ -114,11 +118,11 @@ class WarningsView:
             if row.collect_error:
                 found.add(WarningKind.COLLECT_FAILED)
             if found != row.warnings:
-                self.set(row, frozenset(found))
+                self.set(row, found)
         return len(self.warned)
 
-    def set(self, row: JobRow, warnings: frozenset[WarningKind]) -> None:
-        row.warnings = warnings
+    def set(self, row: JobRow, warnings: AbstractSet[WarningKind]) -> None:
+        row.warnings = warnings = warning_set(warnings)
         if warnings:
             self.warned[row.job_id] = row
         else:

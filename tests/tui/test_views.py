@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 
 from ganga_tui.job_filter import JobFilter
-from ganga_tui.job_rows import WarningKind
+from ganga_tui.job_rows import NO_WARNINGS, WarningKind
 from ganga_tui.views.backends import BackendsView
 from ganga_tui.views.groups import GroupsView
 from ganga_tui.views.jobs import JobsView
@@ -205,6 +205,23 @@ def test_outputs_queued_within_the_collect_bound_are_no_warning_and_a_failed_col
     jobs.refresh({"gave-up"}, fold)
     warnings.refreshed(jobs.rows["gave-up"])
     assert "gave-up" not in warnings.warned
+
+
+def test_warnings_that_come_and_go_leave_every_row_holding_the_one_shared_set() -> None:
+    grid = BackendRecord(name="grid", poll_interval=10.0, collect_bound=120.0)
+    ids = [str(n) for n in range(50)]
+    fold = folded(*(record(job_id, S.COMPLETING, status_since=NOW - 200) for job_id in ids), backends=(grid,))
+    warnings, jobs = _warnings(fold)
+    warnings.scan(NOW)
+    assert len({id(jobs.rows[job_id].warnings) for job_id in ids}) == 1
+    for job_id in ids:
+        fold.apply(JobChanged(at=NOW, job_id=job_id, backend="grid", old=S.COMPLETING, new=S.COMPLETED, source="f"))
+    jobs.refresh(ids, fold)
+    for job_id in ids:
+        warnings.refreshed(jobs.rows[job_id])
+    # Cleared, the rows share one empty set: not fifty of 216 bytes each.
+    assert {id(jobs.rows[job_id].warnings) for job_id in ids} == {id(NO_WARNINGS)}
+    assert not warnings.warned
 
 
 def test_outputs_queued_at_the_peak_of_a_flood_are_on_plan_while_the_queue_drains() -> None:
