@@ -251,6 +251,8 @@ class Heartbeat:
     jobs_total: int
     jobs_active: int
     jobs_final: int
+    loop_lag: float = 0.0
+    """The longest the session's loop ran late since the previous heartbeat, in seconds (0 when not measured)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,6 +31,7 @@ from ._events import (
     job_record,
 )
 from ._lane import Lane, LaneContext
+from ._loop_probe import LoopLagProbe
 from ._model import FINAL_STATUSES, Job, JobSpec, JobStatus
 from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, GroupRuntimes
@@ -109,6 +110,7 @@ class Scheduler:
         self._stop = asyncio.Event()
         self._running: list[asyncio.Task[None]] = []
         self._heartbeats = 0
+        self._loop_probe = LoopLagProbe()
         self._closed = False
 
     def _make_lane(self, backend: Backend) -> Lane:
@@ -188,6 +190,7 @@ class Scheduler:
         for lane in self.lanes.values():
             self._start_lane(lane)
         self._spawn(self._run_sampler(), "monitor.sampler")
+        self._spawn(self._loop_probe.run(), "monitor.loop_probe")
         if self.store is not None:
             self._spawn(self.store.run_flusher(), "monitor.store")
         return self
@@ -285,6 +288,7 @@ class Scheduler:
                 jobs_total=len(self.book.jobs),
                 jobs_active=active,
                 jobs_final=self.book.final_count,
+                loop_lag=self._loop_probe.take(),
             )
         )
 

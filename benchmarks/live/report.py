@@ -21,6 +21,8 @@ __all__ = ["KEY_TARGETS", "figures", "plot", "table"]
 KEY_TARGETS = ((10_000, 0.050), (100_000, 0.100))
 """Key-to-screen p95 targets: up to this many jobs, seconds."""
 RSS_TARGET_PER_JOB = 2048
+LOOP_LAG_TARGET = 0.010
+"""Seconds: the session's loop lag p99 in every phase (issue 13)."""
 _SERIES_POINTS = 1500
 
 
@@ -176,6 +178,7 @@ def _lag_figures(record: RunRecord, phases: Phases) -> tuple[dict[str, Any], dic
             "faults": feed.faults,
             "ended": feed.ended,
             "counts": feed.counts,
+            "loop_lag": _loop_lag_figures(feed.loop_lag, phases),
         }
         for name, samples in feed.lag.items():
             series[name] = [(at, lag, results) for at, lag, results in samples]
@@ -212,6 +215,22 @@ def _lag_figures(record: RunRecord, phases: Phases) -> tuple[dict[str, Any], dic
         }
     thin = {name: _thin(points) for name, points in series.items()}
     return backends, thin, extra
+
+
+def _loop_lag_figures(samples: list[tuple[float, float]], phases: Phases) -> dict[str, Any] | None:
+    """The session's loop lag (the worst of each heartbeat's second) overall and per phase; ``None`` unmeasured."""
+    if not samples:
+        return None
+    by_phase: dict[str, list[float]] = defaultdict(list)
+    for at, late in samples:
+        by_phase[phases.at(at)].append(late)
+    p99_by_phase = {phase: percentile(values, 0.99) for phase, values in by_phase.items()}
+    return {
+        **_spread([late for _, late in samples]),
+        "p99_by_phase": p99_by_phase,
+        "target": LOOP_LAG_TARGET,
+        "meets": all((p99 or 0.0) < LOOP_LAG_TARGET for p99 in p99_by_phase.values()),
+    }
 
 
 def _profile_figures(record: RunRecord, phases: Phases) -> dict[str, Any]:
@@ -348,6 +367,20 @@ def table(runs: list[dict[str, Any]], label: str) -> str:
                 f"| {run['jobs']:,} | {name} | {source} | {_s(status['p50'])} | {_s(status['p99'])} | "
                 f"{_s(status['max'])} | {_s(row['target'])} | {meets} | {_s(results.get('p99'))} | "
                 f"{_s(results.get('max'))} | {worst[0]} {_s(worst[1])} |"
+            )
+    loops = [(run["jobs"], run["lag"].get("loop_lag")) for run in runs if run["lag"].get("loop_lag")]
+    if loops:
+        out += ["", "Session loop lag, ms (the longest its loop ran late in each second, from its heartbeats):", ""]
+        phase_columns = " | ".join(f"{name} p99" for name in PHASES)
+        out += [f"| jobs | p50 | p99 | max | {phase_columns} | target p99 | meets |"]
+        out += ["|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---|"]
+        for jobs, loop in loops:
+            by_phase = loop["p99_by_phase"]
+            cells = [_ms(by_phase.get(name)) for name in PHASES]
+            out.append(
+                f"| {jobs:,} | {_ms(loop['p50'])} | {_ms(loop['p99'])} | {_ms(loop['max'])} | "
+                + " | ".join(cells)
+                + f" | {_ms(loop['target'])} | {'yes' if loop['meets'] else 'no'} |"
             )
     out += ["", "Processes (CPU % of one core, sampled each second; RSS peak of the role's processes together):", ""]
     out += ["| jobs | process | count | CPU mean | CPU p95 | CPU max | RSS peak MB | RSS per job | target |"]

@@ -27,6 +27,7 @@ __all__ = ["FeedSummary", "JsonViewer", "find_socket", "read_feed"]
 _CHANGE = re.compile(r'"old":"(\w+)","new":"(\w+)"')
 _AT = re.compile(r'"at":([0-9.]+)')
 _ADDED_STATUS = re.compile(r'"status":"(\w+)"')
+_LOOP_LAG = re.compile(r'"loop_lag":([0-9.eE+-]+)')
 
 
 def find_socket(runtime: Path, state_dir: Path, pids: set[int]) -> tuple[Path, int | None] | None:
@@ -84,6 +85,8 @@ class FeedSummary:
     """Per backend: the last record (poll interval, call latency, totals)."""
     latencies: dict[str, list[float]] = field(default_factory=dict)
     """Per backend: the call latency of every sample that had one."""
+    loop_lag: list[tuple[float, float]] = field(default_factory=list)
+    """(time, the longest the session's loop ran late since the heartbeat before) of every heartbeat."""
     counts: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     """Jobs per state over time (one point per half second of events)."""
     rejections: Counter[str] = field(default_factory=Counter)
@@ -124,6 +127,10 @@ def read_feed(path: Path, *, every: float = 0.5) -> FeedSummary:
                 counts = Counter(job["status"] for job in data["jobs"])
                 for record in data["backends"]:
                     _lag_sample(feed, at, record)
+            elif '"Heartbeat"' in head:
+                late = _LOOP_LAG.search(line)
+                if late is not None:
+                    feed.loop_lag.append((at, float(late.group(1))))
             elif '"UpdateRejected"' in head:
                 feed.rejections[json.loads(line)["data"]["category"]] += 1
             elif '"OpFinished"' in head:

@@ -50,6 +50,7 @@ class GroupsView:
             return
         stats = self.group(before.group)
         stats.counts = self._fold.by_group[before.group]
+        stats.left[before.status] += 1
         if before.status_since:
             samples = stats.durations.get(before.status)
             if samples is None:

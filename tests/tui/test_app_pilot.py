@@ -71,7 +71,7 @@ async def test_dashboard_shows_backends_jobs_operations_and_progress() -> None:
         assert ops.shown_ids == (501, 502, 503, 504, 500)
         assert ops.border_title == "operations: 2 in flight, 2 queued"
         assert "32/60 final" in status_bar(app)
-        assert "4 warnings" in status_bar(app)
+        assert "3 warnings" in status_bar(app)
 
 
 async def test_warnings_are_marked_in_the_table_and_listed_on_their_view() -> None:
@@ -80,13 +80,12 @@ async def test_warnings_are_marked_in_the_table_and_listed_on_their_view() -> No
         await settle(pilot)
         store = app.store
         assert store.rows["22"].warnings == {WarningKind.UNCONFIRMED}
-        assert store.rows["15"].warnings == {WarningKind.STUCK}
         assert store.rows["40"].warnings == {WarningKind.BACKEND_DONE}
         assert table(app).render_line(22).text.startswith("?")
         await pilot.press("w")
         assert isinstance(app.screen, WarningsScreen)
         warnings = app.screen.query_one(WarningsTable)
-        assert {key.value for key in warnings.rows} == {"15", "22", "39", "40"}
+        assert {key.value for key in warnings.rows} == {"22", "39", "40"}
         warnings.move_cursor(row=warnings.get_row_index("22"))
         await pilot.press("enter")
         assert isinstance(app.screen, JobDetailScreen)
