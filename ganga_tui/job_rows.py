@@ -35,7 +35,7 @@ class WarningKind(enum.StrEnum):
     UNCONFIRMED = "unconfirmed"
     """Active, but its status has not been confirmed for k times its poll interval."""
     STUCK = "stuck"
-    """In one status far longer than 9 in 10 of its group's jobs stayed in it."""
+    """Running (or in a status other than queued or completing) far longer than 9 in 10 of its group stayed in it."""
     BACKEND_DONE = "backend_done"
     """The backend said it finished, and the session has not settled it within its fetch plan."""
     COLLECT_FAILED = "collect_failed"
@@ -60,7 +60,7 @@ _MARKS: Final = {
 }
 _EXPLANATIONS: Final = {
     WarningKind.UNCONFIRMED: "status not confirmed for k x its poll interval, past its planned poll",
-    WarningKind.STUCK: "in this status far beyond its group's usual time",
+    WarningKind.STUCK: "running (or another status it should soon leave) far beyond its group's usual time",
     WarningKind.BACKEND_DONE: "backend says done, outputs still not collected past the fetch plan",
     WarningKind.COLLECT_FAILED: "outputs could not be collected (c retries)",
 }

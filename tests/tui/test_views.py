@@ -224,6 +224,25 @@ def test_warnings_that_come_and_go_leave_every_row_holding_the_one_shared_set() 
     assert not warnings.warned
 
 
+def test_a_long_wait_in_the_sites_queue_is_not_stuck_and_a_long_run_is() -> None:
+    grid = BackendRecord(name="grid", poll_interval=10.0)
+    quick = [record(str(n), S.COMPLETED) for n in range(20)]
+    fold = folded(
+        *quick,
+        record("queued", S.SUBMITTED, status_since=NOW - 300, last_confirmed=NOW),
+        record("hung", S.RUNNING, status_since=NOW - 300, last_confirmed=NOW),
+        backends=(grid,),
+    )
+    warnings, jobs = _warnings(fold)
+    group = warnings._groups.group("g")
+    for status in (S.SUBMITTED, S.RUNNING):
+        group.durations[status] = deque([20.0] * 20)
+        group.left[status] = 20
+    warnings.scan(NOW)
+    assert jobs.rows["queued"].warnings == frozenset(), "the grid's queue, not the job: no bound to hold it to"
+    assert jobs.rows["hung"].warnings == {WarningKind.STUCK}
+
+
 def test_outputs_queued_at_the_peak_of_a_flood_are_on_plan_while_the_queue_drains() -> None:
     fold = folded(
         record("early", S.COMPLETING, status_since=NOW - 150),
