@@ -47,6 +47,7 @@ from monitor_core import (
     SessionConfig,
     SetInterval,
     Snapshot,
+    release_free_memory,
 )
 from monitor_core.transports.socket_source import SocketSource
 
@@ -229,6 +230,8 @@ class GangaMonitorApp(App[int]):
         self.gc_pace: CollectionPace | None = None
         """The full collections' schedule, once the app holds enough jobs to need one."""
         self._collected_at = time.monotonic()
+        self._trim: asyncio.Future[bool] | None = None
+        """Freed memory being handed back to the system after the last full collection."""
         self.fold_restarts = 0
         """Folds the tick had to start because the one scheduled never ran."""
         self._awaiting_snapshot = False
@@ -519,6 +522,10 @@ class GangaMonitorApp(App[int]):
             return
         self._collected_at = time.monotonic()
         pace.collect()
+        # What the pass freed, and what folding and decoding let go of since (a 100,000-job
+        # snapshot's tens of MB among it), stays in the C allocator's heap until handed back:
+        # 46 MB of a viewer's 316 at 100,000 jobs. Off the loop: it walks the whole heap.
+        self._trim = asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     def _deferred_tick(self) -> None:
         self._tick_due = False

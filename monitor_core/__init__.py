@@ -39,7 +39,8 @@ from ._events import (
 )
 from ._fold import BackendFigures, StateFold, percentile
 from ._gc_pace import CollectionPace
-from ._memory import tune_allocator
+from ._loop_probe import LOOP_LAG_BOUNDS, loop_lag_quantile
+from ._memory import release_free_memory, tune_allocator
 from ._model import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -135,4 +136,7 @@ __all__ = [
     "percentile",
     "is_legal_transition",
     "tune_allocator",
+    "LOOP_LAG_BOUNDS",
+    "loop_lag_quantile",
+    "release_free_memory",
 ]

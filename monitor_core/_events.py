@@ -253,6 +253,9 @@ class Heartbeat:
     jobs_final: int
     loop_lag: float = 0.0
     """The longest the session's loop ran late since the previous heartbeat, in seconds (0 when not measured)."""
+    loop_lag_bins: tuple[int, ...] = ()
+    """Wake-ups of the loop's probe since the previous heartbeat, counted per bin of lateness
+    (``LOOP_LAG_BOUNDS``, then later than all of them); empty when not measured."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -281,6 +281,7 @@ class Scheduler:
             self.publish(LagSampled(at=at, backend=lane.sample(now)))
         self._heartbeats += 1
         active = sum(len(lane.active) for lane in self.lanes.values())
+        worst, bins = self._loop_probe.take()
         self.publish(
             Heartbeat(
                 at=at,
@@ -288,7 +289,8 @@ class Scheduler:
                 jobs_total=len(self.book.jobs),
                 jobs_active=active,
                 jobs_final=self.book.final_count,
-                loop_lag=self._loop_probe.take(),
+                loop_lag=worst,
+                loop_lag_bins=bins,
             )
         )
 

@@ -28,6 +28,7 @@ _CHANGE = re.compile(r'"old":"(\w+)","new":"(\w+)"')
 _AT = re.compile(r'"at":([0-9.]+)')
 _ADDED_STATUS = re.compile(r'"status":"(\w+)"')
 _LOOP_LAG = re.compile(r'"loop_lag":([0-9.eE+-]+)')
+_LOOP_BINS = re.compile(r'"loop_lag_bins":\[([0-9,]*)\]')
 
 
 def find_socket(runtime: Path, state_dir: Path, pids: set[int]) -> tuple[Path, int | None] | None:
@@ -85,8 +86,9 @@ class FeedSummary:
     """Per backend: the last record (poll interval, call latency, totals)."""
     latencies: dict[str, list[float]] = field(default_factory=dict)
     """Per backend: the call latency of every sample that had one."""
-    loop_lag: list[tuple[float, float]] = field(default_factory=list)
-    """(time, the longest the session's loop ran late since the heartbeat before) of every heartbeat."""
+    loop_lag: list[tuple[float, float, tuple[int, ...]]] = field(default_factory=list)
+    """Per heartbeat: (time, the longest the session's loop ran late since the one before, the
+    probe's wake-ups per bin of lateness meanwhile)."""
     counts: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     """Jobs per state over time (one point per half second of events)."""
     rejections: Counter[str] = field(default_factory=Counter)
@@ -129,8 +131,10 @@ def read_feed(path: Path, *, every: float = 0.5) -> FeedSummary:
                     _lag_sample(feed, at, record)
             elif '"Heartbeat"' in head:
                 late = _LOOP_LAG.search(line)
-                if late is not None:
-                    feed.loop_lag.append((at, float(late.group(1))))
+                bins = _LOOP_BINS.search(line)
+                if late is not None and bins is not None:
+                    wakeups = tuple(int(n) for n in bins.group(1).split(",") if n)
+                    feed.loop_lag.append((at, float(late.group(1)), wakeups))
             elif '"UpdateRejected"' in head:
                 feed.rejections[json.loads(line)["data"]["category"]] += 1
             elif '"OpFinished"' in head:

@@ -48,9 +48,13 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
         # The tick collects at a quiet moment once the interval has passed, and not before.
         app._on_tick()
         assert app.gc_pace.collections == 0
+        assert app._trim is None
         app._collected_at -= 60
         app._on_tick()
         assert app.gc_pace.collections == 1
+        # And what it freed goes back to the system, off the loop.
+        assert app._trim is not None
+        assert isinstance(await app._trim, bool)
         jobs = app.main_screen.query_one(JobTable)
         assert app.store.row_count == JOBS
         assert jobs.virtual_size.height == JOBS + 1
