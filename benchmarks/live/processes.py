@@ -32,6 +32,7 @@ def classify(
     session_pid: int | None,
     viewer_pid: int | None,
     tui_command: list[str] | None = None,
+    session_command: list[str] | None = None,
 ) -> str:
     """Name the part of the run a process plays, from its pid and command line."""
     if pid == tui_pid:
@@ -41,6 +42,10 @@ def classify(
         return "tui forks"
     if pid == session_pid:
         return "session"
+    if session_command and command == session_command:
+        # The same for the session; its pages are the session's own, and counting them again
+        # under "session" doubled its RSS in the second it was sampled.
+        return "session forks"
     if pid == viewer_pid:
         return "json viewer"
     text = " ".join(command)

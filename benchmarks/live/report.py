@@ -120,6 +120,7 @@ def _process_figures(
                 session_pid=record.session_pid,
                 viewer_pid=record.viewer_pid,
                 tui_command=commands.get(record.tui_pid or -1),
+                session_command=commands.get(record.session_pid or -1),
             )
             first_role.setdefault(pid, role)
             if pid in seen:
