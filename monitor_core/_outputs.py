@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import uuid
 from pathlib import Path
+from typing import Final
 
 __all__ = ["OutputSink"]
 
@@ -113,5 +115,22 @@ class OutputSink:
         return await asyncio.to_thread(self.files, job_id)
 
 
+_SHARED_LISTINGS: Final = 1024
+"""Distinct file lists kept for sharing; past that, a listing is kept as read."""
+_listings: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def _listing(directory: Path) -> tuple[str, ...]:
-    return tuple(sorted(entry.name for entry in os.scandir(directory)))
+    """The file names of a job's outputs, sorted: one shared tuple of shared names per distinct list.
+
+    The session keeps every collected job's list for its life, and most jobs of a session
+    write the same files: made afresh per job, the names and the tuple cost about 200 bytes
+    a job (20 MB at 100,000).
+    """
+    found = tuple(sorted(sys.intern(entry.name) for entry in os.scandir(directory)))
+    shared = _listings.get(found)
+    if shared is not None:
+        return shared
+    if len(_listings) < _SHARED_LISTINGS:
+        _listings[found] = found
+    return found
