@@ -355,6 +355,15 @@ class GangaMonitorApp(App[int]):
         """The dashboard, under any pushed detail, warnings or help screen."""
         return self.screen_stack[0]
 
+    @property
+    def showing(self) -> bool:
+        """The dashboard is there to paint: not before the app runs, nor once it is shutting down.
+
+        A timer (the tick, a deferred fold or repaint) can fire while Textual closes the screens,
+        after the dashboard's widgets are gone and before the stack is emptied.
+        """
+        return self.is_running and bool(self.screen_stack)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Table actions make no sense over a detail, warnings or help screen: disable and hide them.
         if action in _MAIN_ONLY and len(self.screen_stack) > 1:
@@ -468,7 +477,7 @@ class GangaMonitorApp(App[int]):
         return len(self.pending)
 
     def store_changed(self) -> None:
-        if not self.screen_stack:
+        if not self.showing:
             return  # a fold that was due when the app began to close: nothing left to show it on
         failures, groups = self.store.take_news()
         if self.notifier.news(failures, groups):
@@ -494,6 +503,8 @@ class GangaMonitorApp(App[int]):
             self._show_status()
 
     def _on_tick(self) -> None:
+        if not self.showing:
+            return
         if self.pending and time.monotonic() - self._last_fold > _FOLD_STALL:
             # A fold was due and never ran (seen once in a benchmark run: the view stopped with
             # tens of thousands of events waiting while keys and ticks went on). Whatever lost
@@ -567,6 +578,8 @@ class GangaMonitorApp(App[int]):
             panels: repaint the backends, progress and operations panels now, however recently
                 they were (the tick, a full upkeep, a thawed view).
         """
+        if not self.showing:
+            return
         if panels:
             self._repaint_panels(now=True)
         elif not self._panels_due:
@@ -597,7 +610,7 @@ class GangaMonitorApp(App[int]):
             return
         self._panels_due = False
         self._panels_at = time.monotonic()
-        if not self.screen_stack or self.view_paused:
+        if not self.showing or self.view_paused:
             return
         with self.batch_update():
             # The counts and status lines change with every fold in a flood; like the panels, they

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.widget import Widget
@@ -381,3 +382,18 @@ async def test_c_collects_the_highlighted_jobs_outputs_and_the_detail_of_a_compl
         await wait_for_commands(pilot)
         kinds = [type(c).__name__ for c in source.sent]
         assert kinds == ["CollectOutput", "TailOutput", "CollectOutput", "CollectOutput"]
+
+
+async def test_a_timer_that_fires_while_the_app_shuts_down_paints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = fixed_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # Textual stops running, then removes the dashboard's widgets, then empties the stack;
+        # the tick, a fold or a repaint due meanwhile must find nothing to do, not fail.
+        monkeypatch.setattr(GangaMonitorApp, "is_running", property(lambda self: False))
+        await app.main_screen.query_one("#counts", Static).remove()
+        app._on_tick()
+        app.store_changed()
+        app._repaint_panels(now=True)
+        assert not app.showing
+        monkeypatch.undo()
