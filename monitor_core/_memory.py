@@ -14,7 +14,7 @@ import ctypes.util
 import functools
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 __all__ = ["release_free_memory", "tune_allocator"]
 
@@ -28,18 +28,19 @@ _ARENAS: Final = 2
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _c_function(name: str, argtypes: tuple[type[Any], ...]) -> Callable[..., int] | None:
+    """A function of the C library, typed, returning an ``int``; ``None`` where there is none."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        function = getattr(ctypes.CDLL(library), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    function: Callable[[int], int] = trim
-    return function
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    typed: Callable[..., int] = function
+    return typed
 
 
 def release_free_memory() -> bool:
@@ -48,7 +49,7 @@ def release_free_memory() -> bool:
     It walks the allocator's heaps (milliseconds for a few hundred MB), so call it off the
     loop, e.g. through :func:`asyncio.to_thread`.
     """
-    trim = _malloc_trim()
+    trim = _c_function("malloc_trim", (ctypes.c_size_t,))
     if trim is None:
         return False
     try:
@@ -71,13 +72,7 @@ def tune_allocator() -> bool:
     Call it once, early, in a process's entry point: it changes the whole process. ``True``
     when both settings took.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
+    mallopt = _c_function("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, _LARGE)) and bool(mallopt(_M_ARENA_MAX, _ARENAS))
