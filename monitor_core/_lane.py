@@ -23,7 +23,6 @@ import heapq
 import itertools
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -52,16 +51,13 @@ from ._model import Job, Operation, OpKind, OpState, Outcome
 from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, backoff_delay
 from ._settings import SchedulerConfig
+from ._time_slice import TimeSlice
 from .backends._base import Backend, BackendError, MalformedAnswer, OutputUnavailable, PollResult, StatusReport
 
 __all__ = ["Lane", "LaneContext", "SchedulerConfig"]
 
 log = logging.getLogger(__name__)
 
-_APPLY_BUDGET: Final = 0.002
-"""Seconds of applying an answer between two yields to the loop."""
-_APPLY_CHECK: Final = 16
-"""Reports applied between two looks at the clock."""
 _PLAN_PER_ROUND: Final = 2000
 """Due jobs batched per planner round before it yields to the loop."""
 _LOCAL_DISK_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
@@ -682,12 +678,11 @@ class Lane(OutputCollection):
         if not reports:
             return book.transitions - transitions_before
         async with self._context.apply_turn:
-            started = time.perf_counter()
+            time_slice = TimeSlice()
             now = clock.wall_now()
-            for index, report in enumerate(reports):
-                if index % _APPLY_CHECK == 0 and index and time.perf_counter() - started > _APPLY_BUDGET:
-                    await asyncio.sleep(0)
-                    started = time.perf_counter()
+            for report in reports:
+                if time_slice.spent():
+                    await time_slice.yield_to_loop()
                     now = clock.wall_now()
                 job_id = by_backend_id.get(report.backend_id)
                 if job_id is None or job_id not in in_batch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -41,7 +42,15 @@ EVENTS: list[Event] = [
 @pytest.mark.parametrize("event", EVENTS, ids=lambda event: type(event).__name__)
 def test_encoding_writes_the_wire_form_and_decodes_back(event: Event) -> None:
     message = encode_event(event)
-    assert message == json.dumps(event_to_data(event), separators=(",", ":")).encode()
+    assert message.startswith(f'{{"v":2,"type":"{type(event).__name__}","data":{{'.encode())
+    assert json.loads(message) == event_to_data(event)
+    assert decode_event(message) == event
+
+
+def test_an_infinite_figure_goes_over_the_wire_as_infinity_not_as_null() -> None:
+    event = LagSampled(at=4.0, backend=BackendRecord(name="local", lag=math.inf))
+    message = encode_event(event)
+    assert b'"lag":Infinity' in message
     assert decode_event(message) == event
 
 

@@ -1,0 +1,86 @@
+"""Long work on the session's loop yields when its time slice is spent, whatever its batch size."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from monitor_core import EventBus, JobChanged, JobStatus, Snapshot
+from monitor_core._time_slice import TimeSlice
+from monitor_core.transports import encode_event
+from monitor_core.transports._framing import CHUNKED, HEADER
+from monitor_core.transports.unix_socket import SocketServer
+
+
+def test_the_clock_is_read_every_few_steps_and_a_spent_slice_says_so() -> None:
+    time_slice = TimeSlice(0.0, check_every=4)
+    time.sleep(0.001)
+    assert [time_slice.spent() for _ in range(8)] == [False, False, False, True] * 2
+    roomy = TimeSlice(60.0, check_every=1)
+    assert not any(roomy.spent() for _ in range(100))
+
+
+async def test_a_yield_lets_the_others_run_and_starts_a_new_slice() -> None:
+    ran: list[str] = []
+
+    async def other() -> None:
+        ran.append("other")
+
+    time_slice = TimeSlice(0.0, check_every=1)
+    time.sleep(0.001)  # noqa: ASYNC251 - the busy stretch of work whose slice runs out
+    assert time_slice.spent()
+    task = asyncio.create_task(other())
+    await time_slice.yield_to_loop()
+    assert ran == ["other"]
+    await task
+    slow = TimeSlice(60.0, check_every=1)
+    await slow.yield_to_loop()
+    assert not slow.spent()
+
+
+async def test_a_viewer_far_behind_is_sent_its_backlog_a_slice_at_a_time(tmp_path: Path) -> None:
+    """Batches too big to ever fill: only the time slice makes the pump let the rest of the loop in."""
+    backlog = [
+        JobChanged(
+            at=float(n), job_id=str(n), backend="local", old=JobStatus.SUBMITTED, new=JobStatus.RUNNING, source="poll"
+        )
+        for n in range(50_000)
+    ]
+    started = time.perf_counter()
+    for event in backlog:
+        encode_event(event)
+    encoding = time.perf_counter() - started
+    bus = EventBus(lambda: Snapshot(at=0.0, session="t"))
+    path = tmp_path / "s.sock"
+    async with SocketServer(bus, session="t", path=path, batch_events=10 * len(backlog)):
+        # Read on a thread, so that the reading adds no turns of the loop.
+        viewer = socket.socket(socket.AF_UNIX)
+        viewer.connect(str(path))
+        reading = asyncio.create_task(asyncio.to_thread(_read_frames, viewer, 1 + len(backlog)))
+        await asyncio.sleep(0.1)  # the snapshot is sent
+        longest = 0.0
+        bus.publish_many(backlog)
+        last = time.perf_counter()
+        while not reading.done():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+        assert await reading == 1 + len(backlog)
+        viewer.close()
+    # Sent in one go, the backlog would hold the loop for as long as encoding it takes (100 ms
+    # or more); a slice at a time, for a few ms, or as long as the system gives another process.
+    assert longest < encoding / 4, f"the loop was held {longest * 1000:.1f} ms; encoding takes {encoding * 1000:.1f} ms"
+
+
+def _read_frames(viewer: socket.socket, count: int) -> int:
+    stream = viewer.makefile("rb")
+    for _ in range(count):
+        (size,) = HEADER.unpack(stream.read(HEADER.size))
+        if size == CHUNKED:
+            while (size := HEADER.unpack(stream.read(HEADER.size))[0]) != 0:
+                stream.read(size)
+        else:
+            stream.read(size)
+    return count
