@@ -5,13 +5,16 @@ The detail opens safely mid-repaint, typed text reaches the filter, End stays at
 
 from __future__ import annotations
 
+import pytest
 from textual import events
 from textual.widgets import Input, Static
+from textual.widgets._footer import FooterKey
 
 from ganga_tui.app import GangaMonitorApp
 from ganga_tui.screens.job_detail import JobDetailScreen
 from ganga_tui.widgets.job_detail import JobDetail
 from ganga_tui.widgets.job_table import JobTable
+from ganga_tui.widgets.key_footer import KeyFooter
 from monitor_core import JobChanged, JobStatus
 
 from .conftest import settle, wait_for
@@ -94,3 +97,31 @@ async def test_the_detail_screen_is_kept_and_shows_the_next_job_from_scratch() -
         assert "tail of job 3" not in detail.output
         await pilot.press("escape")
         assert app.screen is app.main_screen
+
+
+async def test_opening_and_leaving_a_job_rebuilds_no_footer(monkeypatch: pytest.MonkeyPatch) -> None:
+    rebuilt: list[str] = []
+    recompose = KeyFooter.recompose
+
+    async def counted(footer: KeyFooter) -> None:
+        rebuilt.append(type(footer.screen).__name__)
+        await recompose(footer)
+
+    monkeypatch.setattr(KeyFooter, "recompose", counted)
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot)
+        rebuilt.clear()
+        for _ in range(2):
+            await pilot.press("enter")
+            await settle(pilot)
+            assert isinstance(app.screen, JobDetailScreen)
+            await pilot.press("escape")
+            await settle(pilot)
+        assert rebuilt == [], "the same keys, built again"
+        shown = [key.key for key in app.main_screen.query_one(KeyFooter).query(FooterKey)]
+        assert "slash" in shown, "the dashboard's own keys, not those it had while covered"
