@@ -270,7 +270,7 @@ class JobStore:
         return self.jobs.rows
 
     @property
-    def history(self) -> dict[str, list[Transition]]:
+    def history(self) -> Mapping[str, list[Transition]]:
         return self.jobs.history
 
     @property
