@@ -46,7 +46,8 @@ class OpsView:
         self._log: OrderedDict[int, OpRecord | OpView] = OrderedDict()
         self.op_log: Mapping[int, OpView] = _Log(self._log)
         """The last operations queued, finished or not, for job details."""
-        self.ops_of: dict[str, tuple[int, ...]] = {}
+        self._ops_of: dict[str, int | tuple[int, ...]] = {}
+        self.ops_of: Mapping[str, tuple[int, ...]] = _OpsOfJobs(self._ops_of)
         """The last operations that asked about each job."""
         self.errors: dict[str, deque[str]] = {}
         """The last errors and rejections about each job."""
@@ -138,17 +139,21 @@ class OpsView:
             self._waiting.setdefault(view.op_id, view)
 
     def touch(self, job_id: str, op_id: int) -> None:
-        # A tuple rebuilt on each touch, not a list or a deque: no spare capacity per job
-        # (at 100,000 jobs an empty deque each costs 60 MB, a list of three 9 MB more).
         # The operation's own id object, not the one each event decodes anew: 28 bytes a job less.
         known = self._waiting.get(op_id) or self._finished.get(op_id)
         if known is not None:
             op_id = known.op_id
-        ops = self.ops_of.get(job_id)
+        # Most jobs are asked about by one operation (their fetch): its id alone, not a tuple of
+        # one (48 bytes a job). Then a tuple rebuilt on each touch, not a list or a deque: no spare
+        # capacity per job (at 100,000 jobs an empty deque each costs 60 MB, a list of three 9 MB more).
+        ops = self._ops_of.get(job_id)
         if ops is None:
-            self.ops_of[job_id] = (op_id,)
+            self._ops_of[job_id] = op_id
+        elif isinstance(ops, int):
+            if ops != op_id:
+                self._ops_of[job_id] = (ops, op_id)
         elif op_id not in ops:
-            self.ops_of[job_id] = (*ops[1:], op_id) if len(ops) >= _PER_JOB_OPS else (*ops, op_id)
+            self._ops_of[job_id] = (*ops[1:], op_id) if len(ops) >= _PER_JOB_OPS else (*ops, op_id)
 
     def error(self, job_id: str, text: str, at: float) -> None:
         errors = self.errors.get(job_id)
@@ -257,3 +262,23 @@ class _Log(Mapping[int, OpView]):
 
     def __len__(self) -> int:
         return len(self._log)
+
+
+class _OpsOfJobs(Mapping[str, tuple[int, ...]]):
+    """The last operations that asked about each job, oldest first, kept as one id where there is one."""
+
+    def __init__(self, ops_of: dict[str, int | tuple[int, ...]]) -> None:
+        self._ops_of = ops_of
+
+    def __getitem__(self, job_id: str) -> tuple[int, ...]:
+        ops = self._ops_of[job_id]
+        return (ops,) if isinstance(ops, int) else ops
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._ops_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ops_of)
+
+    def __len__(self) -> int:
+        return len(self._ops_of)

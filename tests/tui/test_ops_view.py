@@ -112,3 +112,16 @@ def test_the_store_names_the_jobs_of_a_queued_operation_by_the_fold_s_own_string
     assert store.ops[9].job_ids[0] is kept
     assert next(iter(store.ops_of)) is kept
     assert store.ops_of["12345"] == (9,)
+
+
+def test_each_job_keeps_its_last_twelve_operations_once_each_oldest_first() -> None:
+    ops = OpsView()
+    ops.touch("1", 5)
+    ops.touch("1", 5)
+    assert ops.ops_of["1"] == (5,)
+    assert ops.ops_of.get("2", ()) == ()
+    for op_id in range(6, 20):
+        ops.touch("1", op_id)
+    assert ops.ops_of["1"] == tuple(range(8, 20))
+    assert list(ops.ops_of) == ["1"]
+    assert len(ops.ops_of) == 1
