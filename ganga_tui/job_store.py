@@ -17,6 +17,7 @@ once, however many events named it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import assert_never
 
 from monitor_core import (
@@ -28,6 +29,7 @@ from monitor_core import (
     Heartbeat,
     JobAdded,
     JobChanged,
+    JobRecord,
     JobStatus,
     LagSampled,
     LocalFault,
@@ -121,8 +123,11 @@ class JobStore:
             self._changed.add(event.job_id)
             self._touched.add(event.job_id)
             if event.op_id is not None:
-                self.op_view.touch(event.job_id, event.op_id)
+                # The fold's own id string: the event's is decoded anew, and a job's first one is kept.
+                self.op_view.touch(fold.jobs[event.job_id].job_id, event.op_id)
             return
+        if isinstance(event, OpQueued):
+            event = _naming_jobs_as(fold.jobs, event)
         fold.apply(event)
         match event:
             case OpQueued():
@@ -270,15 +275,15 @@ class JobStore:
         return self.jobs.rows
 
     @property
-    def history(self) -> dict[str, list[Transition]]:
+    def history(self) -> Mapping[str, list[Transition]]:
         return self.jobs.history
 
     @property
-    def ops(self) -> dict[int, OpView]:
+    def ops(self) -> Mapping[int, OpView]:
         return self.op_view.ops
 
     @property
-    def op_log(self) -> dict[int, OpView]:
+    def op_log(self) -> Mapping[int, OpView]:
         return self.op_view.op_log
 
     @property
@@ -373,3 +378,14 @@ class JobStore:
 
     def index_of(self, job_id: str) -> int | None:
         return self.jobs.index_of(job_id)
+
+
+def _naming_jobs_as(jobs: Mapping[str, JobRecord], event: OpQueued) -> OpQueued:
+    """The event with its operation naming each known job by the fold's own id string.
+
+    A decoded event spells every id anew: 50 bytes a job for as long as its fetch waits (70,000
+    of them at once in a flood), and for good as the key of the job's operations.
+    """
+    op = event.op
+    shared = tuple(record.job_id if (record := jobs.get(job_id)) is not None else job_id for job_id in op.job_ids)
+    return replace(event, op=replace(op, job_ids=shared))

@@ -332,7 +332,8 @@ class StateFold:
         if not new.is_active:
             self.next_poll.pop(event.job_id, None)
         if new == JobStatus.COMPLETING:
-            self._completing_since[event.job_id] = event.at
+            # The record's id, not the event's: a decoded event's is a string of its own, kept as the key.
+            self._completing_since[old.job_id] = event.at
         elif event.old == JobStatus.COMPLETING:
             since = self._completing_since.pop(event.job_id, None)
             if since is not None and new in (JobStatus.COMPLETED, JobStatus.FAILED):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import sys
 from collections.abc import Iterable
 from typing import Final
 
 from monitor_core import JobChanged, JobRecord, StateFold
 
 from ..job_filter import JobFilter, SortKey, sort_value
-from ..job_rows import JobRow, Transition, id_key
+from ..job_rows import JobRow, id_key
+from .history import Histories
 
 __all__ = ["JobsView"]
 
@@ -29,7 +29,7 @@ class JobsView:
 
     def __init__(self) -> None:
         self.rows: dict[str, JobRow] = {}
-        self.history: dict[str, list[Transition]] = {}
+        self.history = Histories(_HISTORY)
         self.generation = 0
         """Bumped whenever a row or the view changes; widgets repaint when it moves."""
         self._order = 0
@@ -57,7 +57,7 @@ class JobsView:
             self._sync(row, fold)
             if job_id not in self.history:
                 record = fold.jobs[job_id]
-                self._remember(job_id, Transition(record.status_since or fold.at, None, record.status, "added"))
+                self.history.add(job_id, record.status_since or fold.at, None, record.status, "added")
         self._invalidate()
         self.generation += 1
 
@@ -66,7 +66,7 @@ class JobsView:
         row = self.rows.get(record.job_id)
         if row is None:
             row = self.rows[record.job_id] = self._new_row(record)
-            self._remember(record.job_id, Transition(record.status_since or fold.at, None, record.status, "added"))
+            self.history.add(record.job_id, record.status_since or fold.at, None, record.status, "added")
         self._sync(row, fold)
         self._invalidate()
         self.generation += 1
@@ -74,9 +74,7 @@ class JobsView:
 
     def changed(self, event: JobChanged) -> None:
         """Remember a transition for the job's history (its row is refreshed by :meth:`refresh`)."""
-        # Interned: a handful of sources and texts, each kept once however many jobs' histories hold it.
-        transition = Transition(event.at, event.old, event.new, sys.intern(event.source), sys.intern(event.info))
-        self._remember(event.job_id, transition)
+        self.history.add(event.job_id, event.at, event.old, event.new, event.source, event.info)
 
     def refresh(self, job_ids: Iterable[str], fold: StateFold) -> list[JobRow]:
         """Bring these jobs' rows up to date with the fold, once each; returns the rows touched."""
@@ -135,7 +133,7 @@ class JobsView:
 
     def _new_row(self, record: JobRecord) -> JobRow:
         self._order += 1
-        return JobRow(
+        row = JobRow(
             job_id=record.job_id,
             backend=record.backend,
             status=record.status,
@@ -143,6 +141,11 @@ class JobsView:
             group=record.group,
             order=self._order,
         )
+        if row.id_number == row.order:
+            # Jobs mostly arrive in id order, so their place and their id are the same number:
+            # one int object for both, not two (32 bytes a job).
+            row.order = row.id_number
+        return row
 
     @staticmethod
     def _sync(row: JobRow, fold: StateFold) -> None:
@@ -162,14 +165,6 @@ class JobsView:
         row.collect_error = record.collect_error
         row.search_text = None
         row.version += 1
-
-    def _remember(self, job_id: str, transition: Transition) -> None:
-        history = self.history.get(job_id)
-        if history is None:
-            history = self.history[job_id] = []
-        history.append(transition)
-        if len(history) > _HISTORY:
-            del history[: len(history) - _HISTORY]
 
     # -- the table's view ------------------------------------------------------------------------
 

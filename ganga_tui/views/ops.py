@@ -7,7 +7,8 @@ finished operations for a few seconds, a log of them for job details, and each j
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
-from itertools import islice
+from collections.abc import Callable, Iterator, Mapping
+from itertools import chain, islice
 from typing import Final
 
 from monitor_core import OpFinished, OpRecord, OpStarted, Snapshot
@@ -25,19 +26,28 @@ _PER_JOB_ERRORS: Final = 12
 
 
 class OpsView:
-    """Operations for the queue panel and job details."""
+    """Operations for the queue panel and job details.
+
+    An operation that only waits is kept as the record it was queued with, the very object the
+    fold holds; a view of it is made when it moves (starts, finishes, is queued again) or is
+    shown. In a flood of fetches, 70,000 wait at once and the panel shows eighty: a view each
+    cost 305 bytes a job at 100,000 jobs.
+    """
 
     def __init__(self) -> None:
-        self.ops: dict[int, OpView] = {}
-        """Queued, in-flight and recently finished operations."""
-        self._waiting: dict[int, OpView] = {}
+        self._waiting: dict[int, OpRecord | OpView] = {}
         """Operations not finished, oldest first (they arrive in the order they were queued)."""
         self._finished: dict[int, OpView] = {}
         """Operations finished and still fading, in the order they finished."""
+        self.ops: Mapping[int, OpView] = _Operations(self._waiting, self._finished, self._view)
+        """Queued, in-flight and recently finished operations."""
         self.live_states: Counter[str] = Counter()
         """Operations not finished, per state (queued, in_flight, retrying)."""
-        self.op_log: OrderedDict[int, OpView] = OrderedDict()
-        self.ops_of: dict[str, tuple[int, ...]] = {}
+        self._log: OrderedDict[int, OpRecord | OpView] = OrderedDict()
+        self.op_log: Mapping[int, OpView] = _Log(self._log)
+        """The last operations queued, finished or not, for job details."""
+        self._ops_of: dict[str, int | tuple[int, ...]] = {}
+        self.ops_of: Mapping[str, tuple[int, ...]] = _OpsOfJobs(self._ops_of)
         """The last operations that asked about each job."""
         self.errors: dict[str, deque[str]] = {}
         """The last errors and rejections about each job."""
@@ -45,33 +55,21 @@ class OpsView:
 
     def reset(self, snapshot: Snapshot) -> None:
         """Start the queue over from a snapshot's operations; the log and errors stay."""
-        self.ops = {}
-        self._waiting = {}
-        self._finished = {}
+        self._waiting.clear()
+        self._finished.clear()
         self.live_states = Counter()
         for op in sorted(snapshot.ops, key=lambda op: (op.enqueued_at, op.op_id)):
             self.queued(op)
         self.generation += 1
 
-    def queued(self, record: OpRecord) -> OpView:
-        view = self.ops.get(record.op_id)
+    def queued(self, record: OpRecord) -> None:
+        view = self._view(record.op_id)
         if view is None:
-            view = OpView(
-                op_id=record.op_id,
-                kind=record.kind,
-                backend=record.backend,
-                job_ids=record.job_ids,
-                enqueued_at=record.enqueued_at,
-                attempt=record.attempt,
-                started_at=record.started_at,
-                state=str(record.state),
-            )
-            self.ops[record.op_id] = view
-            self._waiting[record.op_id] = view
-            self.live_states[view.state] += 1
-            self.op_log[view.op_id] = view
-            while len(self.op_log) > _OP_LOG:
-                self.op_log.popitem(last=False)
+            self._waiting[record.op_id] = record
+            self.live_states[str(record.state)] += 1
+            self._log[record.op_id] = record
+            while len(self._log) > _OP_LOG:
+                self._log.popitem(last=False)
             for job_id in record.job_ids:
                 self.touch(job_id, record.op_id)
         else:
@@ -79,10 +77,9 @@ class OpsView:
             view.attempt = record.attempt
             view.version += 1
         self.generation += 1
-        return view
 
     def started(self, event: OpStarted) -> OpView | None:
-        view = self.ops.get(event.op_id)
+        view = self._view(event.op_id)
         if view is None:
             return None
         self._move(view, "in_flight", view.finished_at)
@@ -93,7 +90,7 @@ class OpsView:
         return view
 
     def finished(self, event: OpFinished) -> OpView | None:
-        view = self.ops.get(event.op_id)
+        view = self._view(event.op_id)
         if view is None:
             return None
         view.latency = event.latency
@@ -109,6 +106,20 @@ class OpsView:
             for job_id in view.job_ids:
                 self.error(job_id, f"{view.kind} op {view.op_id} {event.outcome}: {event.error}", event.at)
         self.generation += 1
+        return view
+
+    def _view(self, op_id: int) -> OpView | None:
+        """The view of a known operation, made (and kept in its place) if it was only waiting."""
+        finished = self._finished.get(op_id)
+        if finished is not None:
+            return finished
+        waiting = self._waiting.get(op_id)
+        if waiting is None or isinstance(waiting, OpView):
+            return waiting
+        view = _view_of(waiting)
+        self._waiting[op_id] = view
+        if op_id in self._log:
+            self._log[op_id] = view
         return view
 
     def _move(self, view: OpView, state: str, finished_at: float | None) -> None:
@@ -128,13 +139,21 @@ class OpsView:
             self._waiting.setdefault(view.op_id, view)
 
     def touch(self, job_id: str, op_id: int) -> None:
-        # A tuple rebuilt on each touch, not a list or a deque: no spare capacity per job
-        # (at 100,000 jobs an empty deque each costs 60 MB, a list of three 9 MB more).
-        ops = self.ops_of.get(job_id)
+        # The operation's own id object, not the one each event decodes anew: 28 bytes a job less.
+        known = self._waiting.get(op_id) or self._finished.get(op_id)
+        if known is not None:
+            op_id = known.op_id
+        # Most jobs are asked about by one operation (their fetch): its id alone, not a tuple of
+        # one (48 bytes a job). Then a tuple rebuilt on each touch, not a list or a deque: no spare
+        # capacity per job (at 100,000 jobs an empty deque each costs 60 MB, a list of three 9 MB more).
+        ops = self._ops_of.get(job_id)
         if ops is None:
-            self.ops_of[job_id] = (op_id,)
+            self._ops_of[job_id] = op_id
+        elif isinstance(ops, int):
+            if ops != op_id:
+                self._ops_of[job_id] = (ops, op_id)
         elif op_id not in ops:
-            self.ops_of[job_id] = (*ops[1:], op_id) if len(ops) >= _PER_JOB_OPS else (*ops, op_id)
+            self._ops_of[job_id] = (*ops[1:], op_id) if len(ops) >= _PER_JOB_OPS else (*ops, op_id)
 
     def error(self, job_id: str, text: str, at: float) -> None:
         errors = self.errors.get(job_id)
@@ -151,7 +170,6 @@ class OpsView:
                 break
             gone.append(op_id)
         for op_id in gone:
-            del self.ops[op_id]
             del self._finished[op_id]
         if gone:
             self.generation += 1
@@ -165,8 +183,12 @@ class OpsView:
         return min(1.0, max(0.0, (now - view.finished_at) / FADE_SECONDS))
 
     def live(self) -> list[OpView]:
-        """Every operation of the queue view: oldest first."""
-        return sorted(self.ops.values(), key=lambda view: (view.enqueued_at, view.op_id))
+        """Every operation of the queue view: oldest first.
+
+        Views of operations that only wait are made for the call and not kept.
+        """
+        views = [_view_of(op) if isinstance(op, OpRecord) else op for op in self._waiting.values()]
+        return sorted(chain(views, self._finished.values()), key=lambda view: (view.enqueued_at, view.op_id))
 
     def shown(self, limit: int) -> list[OpView]:
         """The first ``limit`` rows of the queue view: waiting oldest first, then the newest finished.
@@ -174,7 +196,89 @@ class OpsView:
         Costs the rows shown, not the queue: thousands of queued fetches in a flood are not sorted
         on each repaint to show eighty.
         """
-        rows = list(islice(self._waiting.values(), limit))
+        rows = [view for op_id in list(islice(self._waiting, limit)) if (view := self._view(op_id)) is not None]
         if len(rows) < limit:
             rows += islice(reversed(self._finished.values()), limit - len(rows))
         return rows
+
+
+def _view_of(record: OpRecord) -> OpView:
+    return OpView(
+        op_id=record.op_id,
+        kind=record.kind,
+        backend=record.backend,
+        job_ids=record.job_ids,
+        enqueued_at=record.enqueued_at,
+        attempt=record.attempt,
+        started_at=record.started_at,
+        state=str(record.state),
+    )
+
+
+class _Operations(Mapping[int, OpView]):
+    """The queue view's operations by id: waiting, then finished and fading."""
+
+    def __init__(
+        self,
+        waiting: dict[int, OpRecord | OpView],
+        finished: dict[int, OpView],
+        view_of: Callable[[int], OpView | None],
+    ) -> None:
+        self._waiting = waiting
+        self._finished = finished
+        self._view_of = view_of
+
+    def __getitem__(self, op_id: int) -> OpView:
+        view = self._view_of(op_id)
+        if view is None:
+            raise KeyError(op_id)
+        return view
+
+    def __contains__(self, op_id: object) -> bool:
+        return op_id in self._waiting or op_id in self._finished
+
+    def __iter__(self) -> Iterator[int]:
+        return chain(self._waiting, self._finished)
+
+    def __len__(self) -> int:
+        return len(self._waiting) + len(self._finished)
+
+
+class _Log(Mapping[int, OpView]):
+    """The operations log by id; an operation that never moved is read from the record it was queued with."""
+
+    def __init__(self, log: OrderedDict[int, OpRecord | OpView]) -> None:
+        self._log = log
+
+    def __getitem__(self, op_id: int) -> OpView:
+        entry = self._log[op_id]
+        return _view_of(entry) if isinstance(entry, OpRecord) else entry
+
+    def __contains__(self, op_id: object) -> bool:
+        return op_id in self._log
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._log)
+
+    def __len__(self) -> int:
+        return len(self._log)
+
+
+class _OpsOfJobs(Mapping[str, tuple[int, ...]]):
+    """The last operations that asked about each job, oldest first, kept as one id where there is one."""
+
+    def __init__(self, ops_of: dict[str, int | tuple[int, ...]]) -> None:
+        self._ops_of = ops_of
+
+    def __getitem__(self, job_id: str) -> tuple[int, ...]:
+        ops = self._ops_of[job_id]
+        return (ops,) if isinstance(ops, int) else ops
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._ops_of
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ops_of)
+
+    def __len__(self) -> int:
+        return len(self._ops_of)

@@ -42,6 +42,9 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
     thresholds = gc.get_threshold()
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
+        # What decoding the snapshot freed went back to the system at once, off the loop.
+        assert app._snapshot_trim is not None
+        assert isinstance(await app._snapshot_trim, bool)
         # So many jobs: the collector's full passes run on the app's schedule, not its counter's.
         assert app.gc_pace is not None
         assert gc.get_threshold()[2] > 100 * thresholds[2]
