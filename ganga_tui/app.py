@@ -575,7 +575,7 @@ class GangaMonitorApp(App[int]):
         if wait > 0:
             self.set_timer(wait, lambda: self._scan_warnings_on(budget), name="tui.warnings")
             return
-        self.store.scan_warnings(self.clock(), budget=min(budget, _WARNING_SLICE))
+        self.store.scan_warnings(self.clock(), budget=min(budget, _WARNING_SLICE), resume=True)
         if budget > _WARNING_SLICE:
             self.call_later(self._scan_warnings_on, budget - _WARNING_SLICE)
 

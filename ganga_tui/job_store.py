@@ -201,9 +201,9 @@ class JobStore:
         """How far a finished operation has faded, 0 (just finished) to 1 (about to go)."""
         return self.op_view.fade(view, now)
 
-    def scan_warnings(self, now: float, *, budget: int | None = None) -> int:
-        """Recheck the warnings of jobs that are not final; returns how many jobs have any."""
-        return self.warning_view.scan(now, budget=budget)
+    def scan_warnings(self, now: float, *, budget: int | None = None, resume: bool = False) -> int:
+        """Recheck the warnings of jobs that are not final; returns how many have any (see ``WarningsView.scan``)."""
+        return self.warning_view.scan(now, budget=budget, resume=resume)
 
     def take_news(self) -> tuple[list[str], list[str]]:
         """Failures and finished groups since the last call (for notifications)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from ganga_tui.job_store import JobFilter, JobStore, WarningKind
+from ganga_tui.job_store import JobFilter, JobRow, JobStore, WarningKind
 from ganga_tui.notify import Notifier, osc9, osc777
 from ganga_tui.screens.prompts import parse_seconds
 from ganga_tui.widgets._format import duration, shorten
@@ -267,3 +269,24 @@ def test_notifier_rings_and_sends_both_desktop_escapes_only_when_enabled() -> No
     assert written[0] == "\a" + osc9("2 jobs failed: 3, 4") + osc777("2 jobs failed", "3, 4")
     assert osc777("a;b", "c\x07d") == "\x1b]777;notify;a,b;cd\x07"
     assert osc9("x") == "\x1b]9;x\x07"
+
+
+def test_the_slices_of_a_tick_carry_on_a_pass_and_never_start_one() -> None:
+    store = loaded()
+    active = [job_id for job_id, row in store.rows.items() if not row.status.is_final]
+    assert len(active) > 2
+    store.scan_warnings(NOW, budget=len(active))
+    walked: list[int] = []
+    rows = store.jobs.rows
+
+    class Counted(dict[str, JobRow]):
+        def items(self) -> Any:
+            walked.append(len(self))
+            return super().items()
+
+    store.jobs.rows = Counted(rows)
+    for _ in range(5):
+        store.scan_warnings(NOW, budget=2, resume=True)
+    assert walked == [], "a finished pass is not started again by a tick's later slices"
+    store.scan_warnings(NOW, budget=2)
+    assert len(walked) == 1, "the next tick starts one"
