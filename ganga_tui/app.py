@@ -57,6 +57,7 @@ from .job_store import SORT_KEYS, JobFilter, JobStore
 from .messages import CommandAnswered, SourceEnded
 from .notify import Notifier
 from .palette import MonitorCommands
+from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .screens.job_detail import JobDetailScreen
 from .screens.prompts import IntervalPrompt
@@ -283,6 +284,9 @@ class GangaMonitorApp(App[int]):
         return deferral.wait(self.input_at, time.monotonic())
 
     # -- layout --------------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen[object]:
+        return DashboardScreen(id="_default")
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-bar", classes="title-bar")

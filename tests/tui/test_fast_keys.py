@@ -5,8 +5,11 @@ The detail opens safely mid-repaint, typed text reaches the filter, End stays at
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from textual import events
+from textual._compositor import Compositor
 from textual.widgets import Input, Static
 from textual.widgets._footer import FooterKey
 
@@ -125,3 +128,25 @@ async def test_opening_and_leaving_a_job_rebuilds_no_footer(monkeypatch: pytest.
         assert rebuilt == [], "the same keys, built again"
         shown = [key.key for key in app.main_screen.query_one(KeyFooter).query(FooterKey)]
         assert "slash" in shown, "the dashboard's own keys, not those it had while covered"
+
+
+async def test_moving_focus_to_the_filter_and_back_redraws_no_whole_screen(monkeypatch: pytest.MonkeyPatch) -> None:
+    full: list[int] = []
+    render_full_update = Compositor.render_full_update
+
+    def counted(compositor: Compositor, *args: Any, **kwargs: Any) -> Any:
+        full.append(1)
+        return render_full_update(compositor, *args, **kwargs)
+
+    monkeypatch.setattr(Compositor, "render_full_update", counted)
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        full.clear()
+        await pilot.press("slash")
+        await settle(pilot)
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"batch001", "enter")
+        await settle(pilot)
+        assert isinstance(app.focused, JobTable)
+        assert full == [], "a whole 200x50 frame for a move of focus"

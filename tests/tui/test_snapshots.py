@@ -38,6 +38,15 @@ class TestFilteredTable:
 
         assert snap_compare(fixed_app(), run_before=run_before, terminal_size=SIZE)
 
+    def test_while_typing_the_box_and_the_table_show_where_focus_is(self, snap_compare: Any) -> None:
+        # A focus change repaints only what it restyles (the box, the table's cursor), not the screen.
+        async def run_before(pilot: Pilot[Any]) -> None:
+            await _ready(pilot)
+            await pilot.press("slash", *"batch001")
+            await settle(pilot)
+
+        assert snap_compare(fixed_app(), run_before=run_before, terminal_size=SIZE)
+
 
 class TestJobDetail:
     def test_detail_of_a_job_with_history(self, snap_compare: Any) -> None:
