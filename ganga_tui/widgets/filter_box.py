@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from textual.geometry import Size
+from textual.reactive import Reactive
 from textual.widgets import Input
 
 __all__ = ["FilterBox"]
@@ -19,6 +21,11 @@ class FilterBox(Input):
     screen (a full 200x50 frame for one key); a box that stays and only changes its hint
     repaints its own line.
     """
+
+    virtual_size = Reactive(Size(0, 0))
+    """Not a layout change: Textual's input sets its text's width here on every key typed, and
+    the layout pass that followed (the whole screen's widgets arranged again) cost 6 ms a key
+    at 10,000 jobs. The box's own size is fixed; the width only scrolls the text inside it."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(placeholder=IDLE_HINT, id=id)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from textual import events
 from textual._compositor import Compositor
+from textual.screen import Screen
 from textual.widgets import Input, Static
 from textual.widgets._footer import FooterKey
 
@@ -150,3 +151,30 @@ async def test_moving_focus_to_the_filter_and_back_redraws_no_whole_screen(monke
         await settle(pilot)
         assert isinstance(app.focused, JobTable)
         assert full == [], "a whole 200x50 frame for a move of focus"
+
+
+async def test_typing_a_filter_arranges_nothing_and_a_long_one_scrolls_in_its_box(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arranged: list[int] = []
+    refresh_layout = Screen._refresh_layout
+
+    def counted(screen: Screen[Any], *args: Any, **kwargs: Any) -> None:
+        arranged.append(1)
+        refresh_layout(screen, *args, **kwargs)
+
+    monkeypatch.setattr(Screen, "_refresh_layout", counted)
+    app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash")
+        await settle(pilot)
+        arranged.clear()
+        # The table empties at the first letter (its scroll height changes, its scroll bar goes);
+        # then only the box's text grows.
+        await pilot.press(*"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzxyz")
+        await settle(pilot)
+        assert len(arranged) <= 2, "a layout pass of the whole screen for each letter typed"
+        box = app.main_screen.query_one("#filter", Input)
+        assert box.scroll_x > 0
+        assert box.render_line(0).text.rstrip().endswith("zzzxyz")
