@@ -20,7 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import Reactive, reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -92,6 +92,11 @@ class JobTable(ScrollView, can_focus=True):
         "jobtable--completing",
         "jobtable--dim",
     }
+
+    virtual_size = Reactive(Size(0, 0))
+    """The rows' height, without a layout pass: the table's own size is fixed, and a filter that
+    changed the number of rows arranged the whole screen again, twice (the height, then the
+    scroll bar), 13 ms at 200x50 on each Esc of the filter."""
 
     DEFAULT_CSS = """
     JobTable { background: $surface; scrollbar-gutter: stable; }
@@ -174,7 +179,13 @@ class JobTable(ScrollView, can_focus=True):
         return (rows, self.cursor_row, store.row_count, self._painted_second)
 
     def _sync_size(self) -> None:
-        self.virtual_size = Size(0, self.store.row_count + 1)
+        size = Size(0, self.store.row_count + 1)
+        if size != self.virtual_size:
+            self.virtual_size = size
+            if self.is_mounted:
+                # What the layout pass would do for this widget alone: the scroll bar's thumb and
+                # the scroll position, kept within the new height.
+                self._scroll_update(size)
 
     def _follow_cursor_job(self) -> None:
         index = self.store.index_of(self.cursor_job) if self.cursor_job is not None else None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import pytest
+from textual.screen import Screen
 
 from ganga_tui.app import GangaMonitorApp
 from ganga_tui.widgets.job_table import JobTable
@@ -36,7 +38,7 @@ def big_snapshot() -> Snapshot:
     return Snapshot(at=NOW, session="big", jobs=jobs, backends=backends)
 
 
-async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
+async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort(monkeypatch: pytest.MonkeyPatch) -> None:
     source = FixedSource([big_snapshot()])
     app = GangaMonitorApp(source, clock=frozen_clock, tick=3600)
     thresholds = gc.get_threshold()
@@ -78,6 +80,28 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort() -> None:
         assert "failed" in " ".join(
             jobs.render_line(y).text for y in range(1, bottom + 1) if jobs.render_line(y).text.split()[0] == "99999"
         )
+        arranged: list[int] = []
+        refresh_layout = Screen._refresh_layout
+
+        def counted(screen: Screen[Any], *args: Any, **kwargs: Any) -> None:
+            arranged.append(1)
+            refresh_layout(screen, *args, **kwargs)
+
+        monkeypatch.setattr(Screen, "_refresh_layout", counted)
+        # Every prefix of the words leaves enough rows for the scroll bar to stay.
+        await pilot.press("slash", *"batch05", "enter")
+        await settle(pilot)
+        assert app.store.row_count == JOBS // 10
+        assert arranged == [], "the whole screen arranged again for a change in the number of rows"
+        # The scroll bar and the scroll position follow the rows' height all the same.
+        assert jobs.virtual_size.height == JOBS // 10 + 1
+        assert jobs.vertical_scrollbar.window_virtual_size == JOBS // 10 + 1
+        assert jobs.scroll_y <= jobs.max_scroll_y
+        assert jobs.cursor_job in [jobs.render_line(y).text.split()[0] for y in range(1, bottom + 1)]
+        await pilot.press("escape")
+        await settle(pilot)
+        assert jobs.vertical_scrollbar.window_virtual_size == JOBS + 1
+        assert arranged == []
         await pilot.press("slash", *"s:completed b:local", "enter")
         assert app.store.row_count == JOBS // 20
         await pilot.press("escape", "S")
