@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -46,3 +48,24 @@ async def wait_for(pilot: Pilot[object], condition: Callable[[], bool], *, round
             return
         await pilot.pause(0.01)
     pytest.fail("the condition never held")
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: type[Any], name: str) -> list[object]:
+    """Each call of the method ``owner.name`` from now on, as the object it was called on; the calls still run."""
+    calls: list[object] = []
+    method = getattr(owner, name)
+    if inspect.iscoroutinefunction(method):
+
+        async def counted_async(self: object, *args: Any, **kwargs: Any) -> Any:
+            calls.append(self)
+            return await method(self, *args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted_async)
+    else:
+
+        def counted(self: object, *args: Any, **kwargs: Any) -> Any:
+            calls.append(self)
+            return method(self, *args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    return calls

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-from typing import Any
 
 import pytest
 from textual.screen import Screen
@@ -12,7 +11,7 @@ from ganga_tui.app import GangaMonitorApp
 from ganga_tui.widgets.job_table import JobTable
 from monitor_core import BackendRecord, JobChanged, JobRecord, JobStatus, Snapshot
 
-from .conftest import settle
+from .conftest import count_calls, settle
 from .fixed_data import NOW, FixedSource, frozen_clock
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,14 +79,7 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort(monkeypatch: 
         assert "failed" in " ".join(
             jobs.render_line(y).text for y in range(1, bottom + 1) if jobs.render_line(y).text.split()[0] == "99999"
         )
-        arranged: list[int] = []
-        refresh_layout = Screen._refresh_layout
-
-        def counted(screen: Screen[Any], *args: Any, **kwargs: Any) -> None:
-            arranged.append(1)
-            refresh_layout(screen, *args, **kwargs)
-
-        monkeypatch.setattr(Screen, "_refresh_layout", counted)
+        arranged = count_calls(monkeypatch, Screen, "_refresh_layout")
         # Every prefix of the words leaves enough rows for the scroll bar to stay.
         await pilot.press("slash", *"batch05", "enter")
         await settle(pilot)

@@ -5,8 +5,6 @@ The detail opens safely mid-repaint, typed text reaches the filter, End stays at
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from textual import events
 from textual._compositor import Compositor
@@ -21,7 +19,7 @@ from ganga_tui.widgets.job_table import JobTable
 from ganga_tui.widgets.key_footer import KeyFooter
 from monitor_core import JobChanged, JobStatus
 
-from .conftest import settle, wait_for
+from .conftest import count_calls, settle, wait_for
 from .fixed_data import NOW, FixedSource, frozen_clock, session_events
 
 SIZE = (120, 40)
@@ -104,14 +102,7 @@ async def test_the_detail_screen_is_kept_and_shows_the_next_job_from_scratch() -
 
 
 async def test_opening_and_leaving_a_job_rebuilds_no_footer(monkeypatch: pytest.MonkeyPatch) -> None:
-    rebuilt: list[str] = []
-    recompose = KeyFooter.recompose
-
-    async def counted(footer: KeyFooter) -> None:
-        rebuilt.append(type(footer.screen).__name__)
-        await recompose(footer)
-
-    monkeypatch.setattr(KeyFooter, "recompose", counted)
+    rebuilt = count_calls(monkeypatch, KeyFooter, "recompose")
     app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -132,14 +123,7 @@ async def test_opening_and_leaving_a_job_rebuilds_no_footer(monkeypatch: pytest.
 
 
 async def test_moving_focus_to_the_filter_and_back_redraws_no_whole_screen(monkeypatch: pytest.MonkeyPatch) -> None:
-    full: list[int] = []
-    render_full_update = Compositor.render_full_update
-
-    def counted(compositor: Compositor, *args: Any, **kwargs: Any) -> Any:
-        full.append(1)
-        return render_full_update(compositor, *args, **kwargs)
-
-    monkeypatch.setattr(Compositor, "render_full_update", counted)
+    full = count_calls(monkeypatch, Compositor, "render_full_update")
     app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -156,14 +140,7 @@ async def test_moving_focus_to_the_filter_and_back_redraws_no_whole_screen(monke
 async def test_typing_a_filter_arranges_nothing_and_a_long_one_scrolls_in_its_box(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    arranged: list[int] = []
-    refresh_layout = Screen._refresh_layout
-
-    def counted(screen: Screen[Any], *args: Any, **kwargs: Any) -> None:
-        arranged.append(1)
-        refresh_layout(screen, *args, **kwargs)
-
-    monkeypatch.setattr(Screen, "_refresh_layout", counted)
+    arranged = count_calls(monkeypatch, Screen, "_refresh_layout")
     app = GangaMonitorApp(FixedSource(session_events()), clock=frozen_clock, tick=3600)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
