@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monitor_core import EventSource, SourceFailed
-from monitor_core.transports.mqtt import add_mqtt_arguments, mqtt_options_from_args
-from monitor_core.transports.mqtt_source import ALL_SESSIONS, MqttSource
+from monitor_core.transports.mqtt_options import ALL_SESSIONS, add_mqtt_arguments, mqtt_options_from_args
 from monitor_core.transports.recording import RecordingSource, ReplaySource
 from monitor_core.transports.socket_source import SocketSource
 from monitor_core.transports.unix_socket import DiscoveredSession, discover_sessions, runtime_dir
@@ -161,6 +160,9 @@ def build_source(args: argparse.Namespace, *, headless: bool, chosen: Path | Non
             raise ValueError("--speed cannot be negative")
         source = ReplaySource(args.replay, speed=args.speed, paused=args.step, hold_at_end=not headless)
     elif args.mqtt:
+        # Only here: the MQTT client is 6.4 MB of a viewer that does not use it.
+        from monitor_core.transports.mqtt_source import MqttSource
+
         options = mqtt_options_from_args(args)
         assert options is not None
         source = MqttSource(options, args.session, read_only=args.read_only, follow=not headless)

@@ -38,13 +38,12 @@ from .._fold import StateFold
 from .._source import ConnectionChanged, EventSource
 from ._backoff import Backoff
 from ._codec import WireError, decode_event, encode_command
-from .mqtt import LAST_WILL_REASON, MqttOptions, Topics, topic_level
+from .mqtt_options import ALL_SESSIONS, LAST_WILL_REASON, MqttOptions, Topics, topic_level
 
 __all__ = ["ALL_SESSIONS", "MqttSource"]
 
 log = logging.getLogger(__name__)
 
-ALL_SESSIONS: Final = "all"
 _SYNC_TIMEOUT: Final = 5.0
 _ACK_TIMEOUT: Final = 10.0
 
