@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
     if (args.json or args.until_done or args.until or args.fail_on or args.timeout) and not args.headless:
         parser.error("--json, --until-done, --until, --fail-on and --timeout go with --headless")
+    if args.events is not None and not args.json:
+        parser.error("--events goes with --headless --json")
+    if args.events is not None and (args.until_done or args.until or args.fail_on):
+        parser.error("--events does not go with --until, --until-done or --fail-on: they need every job's changes")
     if not args.demo:
         from .sources import run_attached
 
@@ -52,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                     until=args.until,
                     fail_on=args.fail_on,
                     time_limit=args.timeout,
+                    kinds=args.events,
                 )
             )
         except StateDirectoryInUse as exc:

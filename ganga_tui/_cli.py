@@ -9,6 +9,7 @@ from pathlib import Path
 
 from monitor_core import SessionConfig
 from monitor_core._session import KNOWN_BACKENDS
+from monitor_core.transports import WireError, event_kinds
 
 from .sources import add_attach_arguments
 from .wait_contract import Condition, ConditionError
@@ -74,6 +75,15 @@ def _backends(text: str) -> tuple[str, ...]:
     return names
 
 
+def _event_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    try:
+        event_kinds(names)
+    except WireError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return names
+
+
 def _until(text: str) -> Condition:
     try:
         return Condition.parse(text, default="all")
@@ -118,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--headless", action="store_true", help="no TUI: print progress lines (or JSON with --json)")
     mode.add_argument("--json", action="store_true", help="with --headless: print one JSON bus event per line")
+    mode.add_argument(
+        "--events",
+        type=_event_names,
+        default=None,
+        metavar="TYPE[,TYPE...]",
+        help="with --headless --json: print only these event types, e.g. Heartbeat,LagSampled (a session "
+        "attached to sends only these, and the first snapshot); not with --until, --until-done or --fail-on, "
+        "which need every job's changes",
+    )
     mode.add_argument(
         "--until-done", action="store_true", help="with --headless: exit once every job is final, with a summary"
     )

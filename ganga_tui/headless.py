@@ -219,6 +219,7 @@ async def run_headless(
     time_limit: float | None = None,
     stream: IO[str] | None = None,
     audit: Callable[[], SessionSummary] | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> int:
     """Report any source without the TUI, and wait as the options say.
 
@@ -231,6 +232,8 @@ async def run_headless(
         time_limit: stop with status 3 after this many seconds (``--timeout``).
         stream: where to write (standard output by default).
         audit: the session's own audit of intended outcomes, where the source knows it.
+        kinds: with ``json_lines``, print only events of these types (``--events``). The fold
+            then lacks the rest, so the closing ``Summary`` holds only the verdict and the kinds.
 
     Returns:
         The process exit status (see ``ganga-monitor-tui --help``).
@@ -247,6 +250,7 @@ async def run_headless(
         until = Condition.parse("all:final", default="all")
     fold = StateFold()
     watch = Watch(until, list(fail_on), fold)
+    selected = frozenset(kinds) if kinds is not None else None
     stream_ended = asyncio.Event()
 
     def say(line: str) -> None:
@@ -267,7 +271,7 @@ async def run_headless(
                 if isinstance(item, Snapshot) and fold.snapshots > 0:
                     say(f"resynced from a fresh snapshot ({len(item.jobs)} jobs)")
                 watch.apply(item)
-                if json_lines:
+                if json_lines and (selected is None or type(item).__name__ in selected):
                     writer.buffer(encode_event(item).decode())
                 if watch.decided.is_set():
                     return
@@ -316,7 +320,8 @@ async def run_headless(
         ended=fold.ended,
     )
     if json_lines:
-        data = summary.to_dict() | {"exit_code": exit_code, "reason": reason}
+        verdict = {"exit_code": exit_code, "reason": reason}
+        data = summary.to_dict() | verdict if selected is None else {"events": sorted(selected)} | verdict
         writer.buffer(json.dumps({"v": SCHEMA_VERSION, "type": "Summary", "data": data}, separators=(",", ":")))
         await writer.flush()
     else:

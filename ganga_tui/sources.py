@@ -168,7 +168,9 @@ def build_source(args: argparse.Namespace, *, headless: bool, chosen: Path | Non
         source = MqttSource(options, args.session, read_only=args.read_only, follow=not headless)
     else:
         path = args.attach or chosen or _one_of(discover_sessions())
-        socket_source = SocketSource(path, read_only=args.read_only, follow=not headless)
+        socket_source = SocketSource(
+            path, read_only=args.read_only, follow=not headless, kinds=args.events if headless else None
+        )
         socket_source.check_target()
         source = socket_source
     if args.record is not None:
@@ -213,6 +215,7 @@ def run_attached(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
                 until=args.until,
                 fail_on=args.fail_on,
                 time_limit=args.timeout,
+                kinds=args.events,
             )
         )
     from .app import GangaMonitorApp

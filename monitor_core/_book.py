@@ -89,6 +89,8 @@ class JobBook:
         """Running-time statistics per job group, for the adaptive poll policy."""
         self.open_in_group: Counter[str] = Counter()
         """Jobs of each group that are not final yet (fetches go first to groups closest to complete)."""
+        self.by_status: Counter[JobStatus] = Counter()
+        """Jobs per status, kept as they move: a heartbeat carries it without a walk over every job."""
         self.final_count = 0
         self.transitions = 0
         """Status changes so far (a lane subtracts two readings to count what one answer changed)."""
@@ -129,6 +131,7 @@ class JobBook:
         if job_id.isdigit() and (number := int(job_id)) >= self._next_number:
             self._next_number = number + 1
         jobs[job_id] = job
+        self.by_status[status] += 1
         self.all_final.clear()
         if job.backend_id is not None:
             ids[job.backend_id] = job_id
@@ -212,6 +215,9 @@ class JobBook:
                 runtimes = self.groups[job.group] = GroupRuntimes()
             runtimes.add(now - job.status_since)
         job.status, job.status_since = new, now
+        by_status = self.by_status
+        by_status[old] -= 1
+        by_status[new] += 1
         effects: tuple[Effect, ...] = _NOTHING
         if new.is_active:
             if not old.is_active:

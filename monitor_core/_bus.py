@@ -173,6 +173,25 @@ class Subscription:
             self._state.forget(self)
             self._wake()
 
+    def select(self, kinds: tuple[type[Event], ...]) -> None:
+        """Buffer only events of these types from now on (snapshots always), and drop the others buffered."""
+        self._kinds = kinds
+        kept: deque[_Item] = deque()
+        for item in self._pending:
+            if isinstance(item, _LagSlot):
+                wanted = issubclass(LagSampled, kinds)
+                if not wanted:
+                    self._latest_lag.pop(item.backend, None)
+            elif isinstance(item, _HeartbeatSlot):
+                wanted = issubclass(Heartbeat, kinds)
+                if not wanted:
+                    self._latest_heartbeat = None
+            else:
+                wanted = isinstance(item, (Snapshot, _Resync, *kinds))
+            if wanted:
+                kept.append(item)
+        self._pending = kept
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

@@ -17,6 +17,7 @@ __all__ = [
     "PauseBackend",
     "RefreshJob",
     "ResumeBackend",
+    "SelectEvents",
     "SetInterval",
     "TailOutput",
     "execute_command",
@@ -78,7 +79,20 @@ class CollectOutput:
     command_id: str = field(default_factory=_new_id)
 
 
-Command: TypeAlias = RefreshJob | PauseBackend | ResumeBackend | SetInterval | TailOutput | CollectOutput
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectEvents:
+    """Send this viewer only events of these kinds (type names, as on the wire), from now on.
+
+    The transport carries it out, not the session: a viewer that follows a few kinds (a
+    script watching heartbeats and lag) then costs the session nothing for the rest. The
+    first snapshot is sent still, and so are the snapshots a resync sends.
+    """
+
+    kinds: tuple[str, ...]
+    command_id: str = field(default_factory=_new_id)
+
+
+Command: TypeAlias = RefreshJob | PauseBackend | ResumeBackend | SetInterval | TailOutput | CollectOutput | SelectEvents
 
 
 def _tail(path: Path) -> str:
@@ -122,6 +136,11 @@ def execute_command(scheduler: Scheduler, command: Command) -> CommandAcked:
         elif isinstance(command, CollectOutput):
             scheduler.collect_now(command.job_id)
             message = f"job {command.job_id}'s outputs will be collected next"
+        elif isinstance(command, SelectEvents):
+            # What a viewer receives is its transport's business; one that reaches here has none.
+            return CommandAcked(
+                at=time.time(), command_id=command.command_id, ok=False, message="this transport sends every event"
+            )
         else:
             return CommandAcked(at=time.time(), command_id="", ok=False, message=f"unknown command {command!r:.60}")
     except UnknownJob as exc:

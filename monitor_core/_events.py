@@ -256,6 +256,9 @@ class Heartbeat:
     loop_lag_bins: tuple[int, ...] = ()
     """Wake-ups of the loop's probe since the previous heartbeat, counted per bin of lateness
     (``LOOP_LAG_BOUNDS``, then later than all of them); empty when not measured."""
+    jobs_by_status: dict[str, int] = field(default_factory=dict)
+    """Jobs in each status (statuses with none left out): a reader of heartbeats alone can follow
+    the run's progress (``--events Heartbeat``) without the session sending every job change."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

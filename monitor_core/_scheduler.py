@@ -291,6 +291,7 @@ class Scheduler:
                 jobs_final=self.book.final_count,
                 loop_lag=worst,
                 loop_lag_bins=bins,
+                jobs_by_status={status.value: n for status, n in self.book.by_status.items() if n},
             )
         )
 

@@ -2,41 +2,91 @@
 
 A task that works through a burst (a poll's thousand answers, a viewer's backlog of events)
 yields when its slice is spent, so a timer due meanwhile (a lane's next poll, a heartbeat)
-runs at most a slice late. The clock is read every few steps only: a step may take a
-microsecond, and reading the clock each time would double that.
+runs at most a turn of the loop late. The clock is read every few steps only: a step may take
+a microsecond, and reading the clock each time would double that.
+
+The slices of one turn of the loop share one budget. In a completion burst a poll's answer,
+each viewer's pump and the output fetches all work through backlogs at once; with a whole
+slice each, a turn ran 4-5 ms of work, 10-20 ms of wall time on two busy cores, and a timer
+due in it waited that long. Each now gets the turn's budget divided by the number of tasks
+that took a slice in the turn before, so a turn's work stays near one slice however many
+tasks are busy, and each still gets its share of every turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from typing import Final
 
 __all__ = ["SLICE_SECONDS", "TimeSlice"]
 
 SLICE_SECONDS: Final = 0.002
-"""Loop time a task may take between two yields: a fifth of the 10 ms the loop's lag is held to,
-as several busy tasks can each take a slice in one turn of the loop."""
+"""Loop time the slices of one turn of the loop may take together: a fifth of the 10 ms the
+loop's lag is held to, as a timer can wait for the rest of one turn and the ready tasks of the next."""
+_SMALLEST_SHARE: Final = 0.0002
+"""However many tasks share a turn, each gets this much: below it, yielding costs more than the work."""
+
+
+class _Turn:
+    """Which tasks took a slice in the present turn of a loop, and how many did in the one before."""
+
+    __slots__ = ("__weakref__", "_loop", "_open", "before", "takers")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._open = False
+        self.takers = 0
+        self.before = 1
+
+    def take(self) -> int:
+        """One more slice in this turn; how many tasks to share the budget with."""
+        if not self._open:
+            self._open = True
+            # Runs at the start of the next turn, before the tasks that yield after this call.
+            self._loop.call_soon(self._close)
+        self.takers += 1
+        return max(self.before, 1)
+
+    def _close(self) -> None:
+        self.before, self.takers, self._open = self.takers, 0, False
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = weakref.WeakKeyDictionary()
+
+
+def _share(seconds: float) -> float:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return seconds
+    turn = _turns.get(loop)
+    if turn is None:
+        turn = _turns[loop] = _Turn(loop)
+    return max(min(seconds, _SMALLEST_SHARE), seconds / turn.take())
 
 
 class TimeSlice:
     """Loop time a task may use between two yields, counted from the last one.
 
     Args:
-        seconds: the slice.
+        seconds: the budget of one turn of the loop, shared by the tasks that take slices in it.
         check_every: steps between two readings of the clock.
     """
 
-    __slots__ = ("_check_every", "_seconds", "_started", "_steps")
+    __slots__ = ("_check_every", "_limit", "_seconds", "_started", "_steps")
 
     def __init__(self, seconds: float = SLICE_SECONDS, *, check_every: int = 16) -> None:
         self._seconds = seconds
         self._check_every = max(1, check_every)
+        self._limit = _share(seconds)
         self._started = time.perf_counter()
         self._steps = 0
 
     def restart(self) -> None:
         """Count the slice from now (the task has just been given the loop)."""
+        self._limit = _share(self._seconds)
         self._started = time.perf_counter()
         self._steps = 0
 
@@ -46,7 +96,7 @@ class TimeSlice:
         if self._steps < self._check_every:
             return False
         self._steps = 0
-        return time.perf_counter() - self._started > self._seconds
+        return time.perf_counter() - self._started > self._limit
 
     async def yield_to_loop(self) -> None:
         """Let every other ready task and due timer run, then start a new slice."""

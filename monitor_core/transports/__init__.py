@@ -18,6 +18,7 @@ from ._codec import (
     decode_event,
     encode_command,
     encode_event,
+    event_kinds,
     event_to_data,
 )
 from ._framing import FrameError, encode_frame, read_frame
@@ -37,6 +38,7 @@ __all__ = [
     "encode_command",
     "encode_event",
     "encode_frame",
+    "event_kinds",
     "event_to_data",
     "read_frame",
 ]

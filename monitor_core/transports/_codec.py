@@ -21,7 +21,16 @@ from typing import Any, Final
 
 import pydantic
 
-from .._commands import CollectOutput, Command, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
+from .._commands import (
+    CollectOutput,
+    Command,
+    PauseBackend,
+    RefreshJob,
+    ResumeBackend,
+    SelectEvents,
+    SetInterval,
+    TailOutput,
+)
 from .._events import (
     BreakerChanged,
     CommandAcked,
@@ -54,6 +63,7 @@ __all__ = [
     "encode_command",
     "encode_event",
     "encode_snapshot",
+    "event_kinds",
     "event_to_data",
     "iter_snapshot_pieces",
 ]
@@ -85,8 +95,24 @@ EVENT_TYPES: Final[dict[str, type[Any]]] = {
 }
 
 COMMAND_TYPES: Final[dict[str, type[Any]]] = {
-    cls.__name__: cls for cls in (RefreshJob, PauseBackend, ResumeBackend, SetInterval, TailOutput, CollectOutput)
+    cls.__name__: cls
+    for cls in (RefreshJob, PauseBackend, ResumeBackend, SetInterval, TailOutput, CollectOutput, SelectEvents)
 }
+
+
+def event_kinds(names: tuple[str, ...]) -> tuple[type[Any], ...]:
+    """The event types these wire names stand for.
+
+    Raises:
+        WireError: a name is no event type (the message lists the known ones).
+    """
+    unknown = sorted(set(names) - EVENT_TYPES.keys())
+    if unknown or not names:
+        raise WireError(
+            f"no event type named {', '.join(unknown) or '(none given)'}; known: {', '.join(sorted(EVENT_TYPES))}",
+            kind="invalid",
+        )
+    return tuple(EVENT_TYPES[name] for name in dict.fromkeys(names))
 
 
 class WireError(ValueError):

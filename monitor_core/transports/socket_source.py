@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
-from .._commands import Command
+from .._commands import Command, SelectEvents
 from .._events import CommandAcked, Event, SessionEnded
 from .._source import ConnectionChanged, EventSource, SourceFailed
 from ._backoff import Backoff
@@ -39,6 +39,9 @@ class SocketSource(EventSource):
             the stream ends after :class:`~monitor_core.SessionEnded`.
         backoff: reconnect delays (default 0.2s doubling to 5s).
         max_message_bytes: the largest frame accepted from the session.
+        kinds: ask the session, on every connection, to send only events of these types (wire
+            names; snapshots always come); ``None``: every event. A session that cannot select
+            says so, once, in the log, and sends everything.
     """
 
     def __init__(
@@ -49,8 +52,12 @@ class SocketSource(EventSource):
         follow: bool = True,
         backoff: Backoff | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        kinds: tuple[str, ...] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.kinds = kinds
+        self._selections: set[str] = set()
+        """Ids of selections sent whose answer has not come yet."""
         self.read_only = read_only
         self.follow = follow
         self.description = f"socket {self.path}"
@@ -103,6 +110,8 @@ class SocketSource(EventSource):
             self.connects += 1
             announced_down = False
             self._writer = writer
+            if self.kinds is not None:
+                self._select(writer, self.kinds)
             yield ConnectionChanged(at=time.time(), connected=True, reason=f"attached to {self.path}")
             ended = False
             reason = "the session closed the connection"
@@ -142,6 +151,11 @@ class SocketSource(EventSource):
                 self.rejected[exc.kind] += 1
                 log.warning("%s: rejected a message (%s): %s", self.path, exc.kind, exc)
                 continue
+            if isinstance(event, CommandAcked) and event.command_id in self._selections:
+                self._selections.discard(event.command_id)
+                if not event.ok:
+                    log.warning("%s: the session sends every event: %s", self.path, event.message)
+                continue
             if isinstance(event, CommandAcked):
                 waiter = self._acks.pop(event.command_id, None)
                 if waiter is not None:
@@ -149,6 +163,13 @@ class SocketSource(EventSource):
                         waiter.set_result(event)
                     continue
             yield event
+
+    def _select(self, writer: asyncio.StreamWriter, kinds: tuple[str, ...]) -> None:
+        """Ask for these kinds only; the answer comes with the events (see :meth:`_read`)."""
+        command = SelectEvents(kinds=kinds)
+        self._selections.add(command.command_id)
+        # Sent before the first read: the selection then applies from the first events on.
+        writer.write(encode_frame(encode_command(command)))
 
     def _fail_pending(self, reason: str) -> None:
         for command_id, waiter in self._acks.items():

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Final
 
 from .._bus import EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
-from .._commands import Command
+from .._commands import Command, SelectEvents
 from .._events import CommandAcked, Event, Snapshot
 from .._memory import release_free_memory
 from .._time_slice import TimeSlice
@@ -41,6 +41,7 @@ from ._codec import (
     command_id_of,
     decode_command,
     encode_event,
+    event_kinds,
     iter_snapshot_pieces,
 )
 from ._framing import CHUNKED, HEADER, FrameError, read_frame
@@ -340,7 +341,25 @@ class _Client:
                 self.server._reject(self, exc.kind, str(exc))
                 await self._refuse(command_id_of(body), f"rejected: {exc}")
                 continue
-            await self._send_ack(self.server._execute(command))
+            if isinstance(command, SelectEvents):
+                # This connection's business, not the session's: allowed to read-only viewers too.
+                await self._send_ack(self._select(command))
+            else:
+                await self._send_ack(self.server._execute(command))
+
+    def _select(self, command: SelectEvents) -> CommandAcked:
+        try:
+            kinds = event_kinds(command.kinds)
+        except WireError as exc:
+            return CommandAcked(at=time.time(), command_id=command.command_id, ok=False, message=str(exc))
+        self.subscription.select(kinds)
+        log.info("%s: sending only %s", self.name, ", ".join(kind.__name__ for kind in kinds))
+        return CommandAcked(
+            at=time.time(),
+            command_id=command.command_id,
+            ok=True,
+            message=f"sending only {', '.join(kind.__name__ for kind in kinds)} (and snapshots)",
+        )
 
     async def _send_ack(self, ack: CommandAcked) -> None:
         # Never inside a snapshot that is being written in pieces.

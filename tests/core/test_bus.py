@@ -192,3 +192,16 @@ async def test_a_subscriber_of_some_kinds_gets_those_and_snapshots_only() -> Non
     received = [subscription.receive_nowait() for _ in range(4)]
     assert isinstance(received[0], Snapshot)
     assert received[1:] == [change(1), change(2), None]
+
+
+async def test_a_selection_made_later_drops_what_is_buffered_of_other_kinds_and_keeps_the_snapshot() -> None:
+    bus = EventBus(lambda: snapshot(2))
+    subscription = bus.subscribe()
+    heartbeat = Heartbeat(at=3.0, seq=1, jobs_total=2, jobs_active=2, jobs_final=0)
+    bus.publish_many([queued(1), change(1), lag("b", 1.0), heartbeat])
+    subscription.select((Heartbeat, JobChanged))
+    bus.publish_many([queued(2), lag("b", 2.0), change(2)])
+    received = [subscription.receive_nowait() for _ in range(5)]
+    assert isinstance(received[0], Snapshot)
+    assert received[1:] == [change(1), heartbeat, change(2), None]
+    assert subscription.statistics().pending == 0

@@ -84,3 +84,35 @@ def _read_frames(viewer: socket.socket, count: int) -> int:
         else:
             stream.read(size)
     return count
+
+
+async def test_the_tasks_busy_in_one_turn_of_the_loop_share_one_slice_and_each_gets_its_part() -> None:
+    """Three tasks working through backlogs: a turn runs about one slice of work, not three."""
+    budget = 0.03
+    turns: list[float] = []
+    steps = {name: 0 for name in "abc"}
+    stop = False
+
+    async def busy(name: str) -> None:
+        time_slice = TimeSlice(budget, check_every=1)
+        while not stop:
+            steps[name] += 1
+            if time_slice.spent():
+                await time_slice.yield_to_loop()
+
+    async def count_turns() -> None:
+        # Turns timed from one wake-up of a task queued behind the busy ones to the next.
+        loop = asyncio.get_running_loop()
+        while len(turns) < 12:
+            started = loop.time()
+            await asyncio.sleep(0)
+            turns.append(loop.time() - started)
+
+    workers = [asyncio.create_task(busy(name)) for name in "abc"]
+    await asyncio.sleep(0)
+    await count_turns()
+    stop = True
+    await asyncio.gather(*workers)
+    typical = sorted(turns[2:])[len(turns[2:]) // 2]
+    assert typical < 2 * budget, f"a turn took {typical:.3f}s: the slices were not shared (3 slices: {3 * budget}s)"
+    assert all(steps.values()), steps

@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from monitor_core import (
     CommandAcked,
     ConnectionChanged,
     EventBus,
+    Heartbeat,
     JobRecord,
     JobStatus,
     MonitorSession,
@@ -28,6 +30,7 @@ from monitor_core import (
     ResumeBackend,
     SchedulerConfig,
     SessionConfig,
+    SessionEnded,
     SetInterval,
     Snapshot,
     TailOutput,
@@ -523,3 +526,50 @@ async def test_a_snapshot_is_encoded_a_piece_at_a_time_as_a_slow_viewer_reads_it
         assert decode_event(await read_frame(reader, 1 << 28) or b"") == snapshot
         assert len(made) == total
         writer.close()
+
+
+async def test_a_viewer_that_selects_event_kinds_is_sent_only_those(run_dir: Path) -> None:
+    """A read-only session still selects: what a connection receives is the connection's business."""
+    async with MonitorSession(
+        SessionConfig(state_dir=run_dir / "state", jobs=6, backends=("local",), local_mean_duration=0.2)
+    ) as session:
+        scheduler = session.scheduler
+        assert scheduler is not None
+        async with SocketServer(session.bus, session="sel", path=run_dir / "sel.sock", read_only=True) as server:
+            selecting = SocketSource(run_dir / "sel.sock", backoff=FAST, kinds=("Heartbeat", "SessionEnded"))
+            everything = SocketSource(run_dir / "sel.sock", backoff=FAST)
+            picky, full = Watched(), Watched()
+            viewers = [asyncio.create_task(watch(selecting, picky)), asyncio.create_task(watch(everything, full))]
+            await wait_for(scheduler.all_final)
+            seen = len(picky.items)
+            scheduler.sample()
+            await wait_for(lambda: any(isinstance(i, Heartbeat) for i in picky.items[seen:]))
+            await wait_for(lambda: any(isinstance(i, Heartbeat) and i.jobs_total == 6 for i in full.items))
+            for viewer in viewers:
+                viewer.cancel()
+            await asyncio.gather(*viewers, return_exceptions=True)
+            assert server.statistics().rejected_total == 0
+    kinds = {type(item).__name__ for item in picky.items if not isinstance(item, ConnectionChanged)}
+    assert kinds == {"Snapshot", "Heartbeat"}, "the selection's answer is not passed on, nor any other kind"
+    assert {"JobChanged", "OpQueued", "LagSampled"} <= {type(item).__name__ for item in full.items}
+    last = [item for item in picky.items if isinstance(item, Heartbeat)][-1]
+    assert sum(last.jobs_by_status.values()) == 6
+    assert last.jobs_by_status == {status.value: n for status, n in Counter(scheduler.status_counts()).items() if n}, (
+        "a heartbeat's counts are the book's"
+    )
+
+
+async def test_a_selection_of_an_unknown_kind_is_refused_and_the_viewer_gets_everything(
+    run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = EventBus(lambda: Snapshot(at=0.0, session="x", jobs=(), ops=(), backends=(), counters={}))
+    async with SocketServer(bus, session="x", path=run_dir / "x.sock"):
+        source = SocketSource(run_dir / "x.sock", backoff=FAST, kinds=("Heartbeat", "NoSuchEvent"))
+        stream = stream_of(source)
+        assert isinstance(await anext(stream), ConnectionChanged)
+        assert isinstance(await anext(stream), Snapshot)
+        await asyncio.sleep(0.2)
+        bus.publish(SessionEnded(at=1.0, reason="done"))
+        assert isinstance(await asyncio.wait_for(anext(stream), 10), SessionEnded)
+        await stream.aclose()
+    assert any("the session sends every event" in r.message and "NoSuchEvent" in r.message for r in caplog.records)
