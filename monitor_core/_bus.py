@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -39,7 +39,14 @@ from ._events import (
     UpdateRejected,
 )
 
-__all__ = ["BusStatistics", "EventBus", "Subscription", "SubscriptionClosed", "SubscriptionStatistics"]
+__all__ = [
+    "BusStatistics",
+    "EventBus",
+    "GradualSnapshot",
+    "Subscription",
+    "SubscriptionClosed",
+    "SubscriptionStatistics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +70,30 @@ class _Resync:
 
 _Item = Event | _LagSlot | _HeartbeatSlot | _Resync
 
+GradualSnapshot = Callable[[set[str]], Awaitable[Snapshot]]
+"""Makes a snapshot over several turns of the loop, the loop running other work in between.
+
+Before it first yields it puts in the set the id of every job it will describe; it takes each
+id out as soon as that job's record is made. A change to a job whose id is still in the set
+is then in the snapshot, and a change to any other job comes after it.
+"""
+
+
+def _described_later(event: Event, unbuilt: set[str]) -> bool:
+    """Whether the snapshot being made will hold this job event's outcome (so it is not sent after it)."""
+    if isinstance(event, JobChanged):
+        return event.job_id in unbuilt
+    if isinstance(event, JobAdded):
+        return event.job.job_id in unbuilt
+    return False
+
 
 @dataclass(slots=True)
 class _BusState:
     """What a bus and its subscriptions share: who listens, how to snapshot, the totals."""
 
     snapshot_provider: Callable[[], Snapshot] | None
+    gradual_provider: GradualSnapshot | None = None
     subscribers: list[Subscription] = field(default_factory=list)
     published: int = 0
     dropped: int = 0
@@ -120,7 +145,7 @@ class Subscription:
     def __init__(
         self,
         state: _BusState,
-        first: Snapshot,
+        first: Snapshot | None,
         *,
         max_pending: int,
         hard_limit: int,
@@ -131,7 +156,9 @@ class Subscription:
         self.name = name
         """Who reads this subscription, for logs."""
         self._kinds = kinds
-        self._pending: deque[_Item] = deque([first])
+        self._pending: deque[_Item] = deque() if first is None else deque([first])
+        self._unbuilt: set[str] = set()
+        """Jobs the first snapshot, still being made, will describe (see :data:`GradualSnapshot`)."""
         self._latest_lag: dict[str, LagSampled] = {}
         self._latest_heartbeat: Heartbeat | None = None
         self._resync_pending = False
@@ -192,12 +219,20 @@ class Subscription:
                 kept.append(item)
         self._pending = kept
 
+    def _begin(self, snapshot: Snapshot) -> None:
+        """The first snapshot is made: it goes before everything buffered meanwhile."""
+        self._unbuilt.clear()
+        self._pending.appendleft(snapshot)
+        self._wake()
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def _offer(self, event: Event) -> None:
         if self._closed_reason is not None or (self._kinds is not None and not isinstance(event, self._kinds)):
+            return
+        if self._unbuilt and _described_later(event, self._unbuilt):
             return
         if isinstance(event, _LOSSLESS):
             self._pending.append(event)
@@ -233,8 +268,11 @@ class Subscription:
             return
         if self._kinds is not None:
             events = [event for event in events if isinstance(event, self._kinds)]
-            if not events:
-                return
+        if self._unbuilt:
+            unbuilt = self._unbuilt
+            events = [event for event in events if not _described_later(event, unbuilt)]
+        if not events:
+            return
         self._pending.extend(events)
         if len(self._pending) > self._hard_limit:
             self._overflow()
@@ -314,9 +352,10 @@ class EventBus:
         self._state = _BusState(snapshot)
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def set_snapshot_provider(self, snapshot: Callable[[], Snapshot]) -> None:
-        """Name the function that builds a snapshot of the present state."""
+    def set_snapshot_provider(self, snapshot: Callable[[], Snapshot], gradual: GradualSnapshot | None = None) -> None:
+        """Name the functions that build a snapshot of the present state: at once, and over several turns."""
         self._state.snapshot_provider = snapshot
+        self._state.gradual_provider = gradual
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Name the loop that :meth:`publish_threadsafe` hands events to."""
@@ -379,6 +418,36 @@ class EventBus:
             self._state, self._state.snapshot(), max_pending=max_pending, hard_limit=hard_limit, name=name, kinds=kinds
         )
         self._state.subscribers.append(subscription)
+        return subscription
+
+    async def subscribe_gradually(
+        self,
+        *,
+        max_pending: int = 10_000,
+        hard_limit: int = 500_000,
+        name: str = "subscriber",
+        kinds: tuple[type[Event], ...] | None = None,
+    ) -> Subscription:
+        """:meth:`subscribe`, with its snapshot made over several turns of the loop.
+
+        For a subscriber that may come at any time (a viewer attaching): made at once, the
+        snapshot of 100,000 jobs held the loop 100-120 ms. Events published meanwhile are
+        buffered, but for those the snapshot will hold (see :data:`GradualSnapshot`). Without a
+        gradual provider this is :meth:`subscribe`.
+        """
+        gradual = self._state.gradual_provider
+        if gradual is None:
+            return self.subscribe(max_pending=max_pending, hard_limit=hard_limit, name=name, kinds=kinds)
+        subscription = Subscription(
+            self._state, None, max_pending=max_pending, hard_limit=hard_limit, name=name, kinds=kinds
+        )
+        self._state.subscribers.append(subscription)
+        try:
+            snapshot = await gradual(subscription._unbuilt)
+        except BaseException:
+            subscription.close(reason="its snapshot could not be made")
+            raise
+        subscription._begin(snapshot)
         return subscription
 
     def close(self) -> None:

@@ -358,15 +358,20 @@ class Lane(OutputCollection):
 
     def op_records(self) -> list[OpRecord]:
         """Queued and in-flight operations, oldest first."""
+        return [self.op_record(op) for op in self.ops_in_order()]
+
+    def ops_in_order(self) -> list[Operation]:
+        """Queued and in-flight operations, oldest first."""
+        return sorted(self.ops.values(), key=lambda op: op.op_id)
+
+    def op_record(self, op: Operation) -> OpRecord:
+        """An operation as subscribers see it."""
         to_wall = self._clock.to_wall
-        return [
-            op_record(
-                op,
-                enqueued_wall=to_wall(op.enqueued_at),
-                started_wall=None if op.started_at is None else to_wall(op.started_at),
-            )
-            for op in sorted(self.ops.values(), key=lambda op: op.op_id)
-        ]
+        return op_record(
+            op,
+            enqueued_wall=to_wall(op.enqueued_at),
+            started_wall=None if op.started_at is None else to_wall(op.started_at),
+        )
 
     def _on_breaker_change(self, state: BreakerState, reason: str) -> None:
         log.warning("%s: circuit breaker %s (%s)", self.name, state, reason)

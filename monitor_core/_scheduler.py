@@ -37,6 +37,7 @@ from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, GroupRuntimes
 from ._settings import SchedulerConfig
 from ._store import SessionStore
+from ._time_slice import TimeSlice
 from .backends._base import Backend, BackendError, StatusReport
 
 __all__ = ["NotCollectable", "Scheduler", "UnknownBackend", "UnknownJob"]
@@ -167,7 +168,7 @@ class Scheduler:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Scheduler:
-        self.bus.set_snapshot_provider(self.snapshot)
+        self.bus.set_snapshot_provider(self.snapshot, gradual=self.snapshot_gradually)
         self.bus.bind_loop(asyncio.get_running_loop())
         started: list[Backend] = []
         try:
@@ -550,6 +551,42 @@ class Scheduler:
             jobs=tuple(records),
             ops=tuple(op for lane in self.lanes.values() for op in lane.op_records()),
             backends=tuple(lane.record(now) for lane in self.lanes.values()),
+            counters=dict(self.counters),
+        )
+
+    async def snapshot_gradually(self, unbuilt: set[str]) -> Snapshot:
+        """:meth:`snapshot`, made a slice of the loop at a time (see :data:`~monitor_core._bus.GradualSnapshot`).
+
+        Each job's record is made as it is reached, so it holds every change up to then; the
+        bus leaves out of the subscriber's stream the changes a record already holds. An
+        operation's events are sent whatever its record holds: folding one twice changes nothing.
+        """
+        jobs, lanes, to_wall = self.jobs, self.lanes, self.clock.to_wall
+        order = list(jobs)
+        unbuilt.update(order)
+        records = []
+        time_slice = TimeSlice()
+        for job_id in order:
+            job = jobs[job_id]
+            due = lanes[job.backend].next_poll_at(job_id)
+            records.append(job_record(job, next_poll_at=None if due is None else to_wall(due)))
+            unbuilt.discard(job_id)
+            if time_slice.spent():
+                await time_slice.yield_to_loop()
+        ops = []
+        for lane in lanes.values():
+            for op in lane.ops_in_order():
+                if op.op_id in lane.ops:
+                    ops.append(lane.op_record(op))
+                if time_slice.spent():
+                    await time_slice.yield_to_loop()
+        now = self.clock.now()
+        return Snapshot(
+            at=to_wall(now),
+            session=self.session,
+            jobs=tuple(records),
+            ops=tuple(ops),
+            backends=tuple(lane.record(now) for lane in lanes.values()),
             counters=dict(self.counters),
         )
 

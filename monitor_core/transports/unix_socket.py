@@ -232,15 +232,14 @@ class _Client:
         writer: asyncio.StreamWriter,
         name: str,
         pid: int | None,
+        subscription: Subscription,
     ) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
         self.name = name
         self.pid = pid
-        self.subscription: Subscription = server.bus.subscribe(
-            name=name, max_pending=server.max_pending, hard_limit=server.hard_limit
-        )
+        self.subscription = subscription
         self.frames_sent = 0
         self.commands = 0
         self._frame_lock = asyncio.Lock()
@@ -515,7 +514,12 @@ class SocketServer:
             log.warning("refused a viewer of uid %d (pid %d): not this session's owner", credentials[1], pid)
             writer.close()
             return
-        client = _Client(self, reader, writer, f"socket-viewer-{self._connections}(pid {pid})", pid)
+        name = f"socket-viewer-{self._connections}(pid {pid})"
+        # Made over several turns of the loop: a viewer may attach to 100,000 jobs at any time.
+        subscription = await self.bus.subscribe_gradually(
+            name=name, max_pending=self.max_pending, hard_limit=self.hard_limit
+        )
+        client = _Client(self, reader, writer, name, pid, subscription)
         task = asyncio.current_task()
         assert task is not None
         self._clients[client] = task

@@ -70,6 +70,25 @@ def test_json_lines_are_valid_wire_events_and_end_with_the_summary(tmp_path: Pat
     assert summary["data"]["jobs"] == 40
 
 
+def test_json_lines_of_chosen_kinds_only_end_with_a_verdict_that_names_them(tmp_path: Path) -> None:
+    result = run_cli(
+        *("--demo", "--headless", "--json", "--events", "Heartbeat,SessionEnded", "--timeout", "4"),
+        *("--jobs", "40", "--state-dir", str(tmp_path / "s"), *FAST_DEMO),
+    )
+    assert result.returncode == 3, result.stderr
+    lines = result.stdout.splitlines()
+    heartbeats = [decode_event(line) for line in lines[:-1]]
+    assert heartbeats
+    assert {type(e).__name__ for e in heartbeats} == {"Heartbeat"}
+    assert sum(heartbeats[-1].jobs_by_status.values()) == 40  # type: ignore[union-attr]
+    summary = json.loads(lines[-1])
+    assert summary["data"] == {
+        "events": ["Heartbeat", "SessionEnded"],
+        "exit_code": 3,
+        "reason": summary["data"]["reason"],
+    }
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -78,6 +97,9 @@ def test_json_lines_are_valid_wire_events_and_end_with_the_summary(tmp_path: Pat
         (["--demo", "--backends", "local,lsf"], "unknown backend lsf"),
         (["--demo", "--latency", "fast"], "expected a duration"),
         (["--json"], "go with --headless"),
+        (["--headless", "--json", "--events", "Hartbeat"], "no event type named Hartbeat"),
+        (["--headless", "--events", "Heartbeat"], "--events goes with --headless --json"),
+        (["--headless", "--json", "--events", "Heartbeat", "--until-done"], "--events does not go with"),
         ([], "no running session found"),
     ],
 )

@@ -6,7 +6,16 @@ import json
 
 import pytest
 
-from monitor_core import CollectOutput, PauseBackend, RefreshJob, ResumeBackend, SetInterval, TailOutput
+from monitor_core import (
+    CollectOutput,
+    Heartbeat,
+    PauseBackend,
+    RefreshJob,
+    ResumeBackend,
+    SelectEvents,
+    SetInterval,
+    TailOutput,
+)
 from monitor_core.transports import (
     COMMAND_TYPES,
     MAX_COMMAND_BYTES,
@@ -15,6 +24,7 @@ from monitor_core.transports import (
     decode_command,
     decode_event,
     encode_command,
+    event_kinds,
 )
 
 COMMANDS = [
@@ -24,7 +34,17 @@ COMMANDS = [
     SetInterval(backend="local", seconds=2.5),
     TailOutput(job_id="7"),
     CollectOutput(job_id="7"),
+    SelectEvents(kinds=("Heartbeat", "LagSampled")),
 ]
+
+
+def test_event_kinds_are_named_as_on_the_wire_and_a_wrong_name_is_refused_with_the_known_ones() -> None:
+    assert event_kinds(("Heartbeat", "Heartbeat")) == (Heartbeat,)
+    for names in (("Heartbeat", "Hartbeat"), ()):
+        with pytest.raises(WireError) as refused:
+            event_kinds(names)
+        assert "known: " in str(refused.value)
+        assert "LagSampled" in str(refused.value)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: type(command).__name__)
