@@ -122,9 +122,6 @@ class JobStore:
             self.jobs.changed(event)
             self._changed.add(event.job_id)
             self._touched.add(event.job_id)
-            if event.op_id is not None:
-                # The fold's own id string: the event's is decoded anew, and a job's first one is kept.
-                self.op_view.touch(fold.jobs[event.job_id].job_id, event.op_id)
             return
         if isinstance(event, OpQueued):
             event = _naming_jobs_as(fold.jobs, event)

@@ -46,9 +46,8 @@ class OpsView:
         self._log: OrderedDict[int, OpRecord | OpView] = OrderedDict()
         self.op_log: Mapping[int, OpView] = _Log(self._log)
         """The last operations queued, finished or not, for job details."""
-        self._ops_of: dict[str, int | tuple[int, ...]] = {}
-        self.ops_of: Mapping[str, tuple[int, ...]] = _OpsOfJobs(self._ops_of)
-        """The last operations that asked about each job."""
+        self.ops_of: Mapping[str, tuple[int, ...]] = _OpsOfJobs(self._log)
+        """The last operations of the log that asked about each job."""
         self.errors: dict[str, deque[str]] = {}
         """The last errors and rejections about each job."""
         self.generation = 0
@@ -70,8 +69,6 @@ class OpsView:
             self._log[record.op_id] = record
             while len(self._log) > _OP_LOG:
                 self._log.popitem(last=False)
-            for job_id in record.job_ids:
-                self.touch(job_id, record.op_id)
         else:
             self._move(view, "queued", None)
             view.attempt = record.attempt
@@ -137,23 +134,6 @@ class OpsView:
             self._finished.pop(view.op_id, None)
             # Queued again after it finished (rare): it rejoins at the end.
             self._waiting.setdefault(view.op_id, view)
-
-    def touch(self, job_id: str, op_id: int) -> None:
-        # The operation's own id object, not the one each event decodes anew: 28 bytes a job less.
-        known = self._waiting.get(op_id) or self._finished.get(op_id)
-        if known is not None:
-            op_id = known.op_id
-        # Most jobs are asked about by one operation (their fetch): its id alone, not a tuple of
-        # one (48 bytes a job). Then a tuple rebuilt on each touch, not a list or a deque: no spare
-        # capacity per job (at 100,000 jobs an empty deque each costs 60 MB, a list of three 9 MB more).
-        ops = self._ops_of.get(job_id)
-        if ops is None:
-            self._ops_of[job_id] = op_id
-        elif isinstance(ops, int):
-            if ops != op_id:
-                self._ops_of[job_id] = (ops, op_id)
-        elif op_id not in ops:
-            self._ops_of[job_id] = (*ops[1:], op_id) if len(ops) >= _PER_JOB_OPS else (*ops, op_id)
 
     def error(self, job_id: str, text: str, at: float) -> None:
         errors = self.errors.get(job_id)
@@ -265,20 +245,24 @@ class _Log(Mapping[int, OpView]):
 
 
 class _OpsOfJobs(Mapping[str, tuple[int, ...]]):
-    """The last operations that asked about each job, oldest first, kept as one id where there is one."""
+    """The last operations of the log that asked about each job, oldest first: looked up when asked.
 
-    def __init__(self, ops_of: dict[str, int | tuple[int, ...]]) -> None:
-        self._ops_of = ops_of
+    Only a job's detail asks, for one job at a time, and a look through the 20,000 operations of
+    the log takes a few milliseconds. Kept up to date for every job as operations came, the
+    lists cost 100 bytes a job at 100,000 jobs.
+    """
+
+    def __init__(self, log: OrderedDict[int, OpRecord | OpView]) -> None:
+        self._log = log
 
     def __getitem__(self, job_id: str) -> tuple[int, ...]:
-        ops = self._ops_of[job_id]
-        return (ops,) if isinstance(ops, int) else ops
-
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._ops_of
+        found = [op_id for op_id, entry in self._log.items() if job_id in entry.job_ids]
+        if not found:
+            raise KeyError(job_id)
+        return tuple(found[-_PER_JOB_OPS:])
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._ops_of)
+        return iter(dict.fromkeys(chain.from_iterable(entry.job_ids for entry in self._log.values())))
 
     def __len__(self) -> int:
-        return len(self._ops_of)
+        return sum(1 for _ in self)

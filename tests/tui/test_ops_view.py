@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ganga_tui.job_rows import OpView
 from ganga_tui.job_store import JobStore
-from ganga_tui.views.ops import FADE_SECONDS, OpsView
+from ganga_tui.views.ops import _OP_LOG, FADE_SECONDS, OpsView
 from monitor_core import JobAdded, JobRecord, JobStatus, OpFinished, OpKind, OpQueued, OpRecord, OpStarted, OpState
 
 NOW = 1_000.0
@@ -91,14 +91,19 @@ def test_a_finished_operation_queued_again_rejoins_the_queue_at_its_end() -> Non
     assert ops.live_states == {"queued": 2}
 
 
-def test_each_job_names_its_operations_by_the_operation_s_own_id() -> None:
+def test_each_job_names_the_operations_of_the_log_that_asked_about_it_by_their_own_ids() -> None:
     ops = OpsView()
     record = fetch(123_456)
     ops.queued(record)
-    ops.touch("1", int("123456"))
-    ops.touch("1", int("123457"))
-    assert ops.ops_of["1"] == (123_456, 123_457)
+    ops.queued(fetch(123_457, "2"))
+    poll = OpRecord(
+        op_id=123_458, kind=OpKind.POLL, backend="grid", job_ids=("2", "1"), state=OpState.QUEUED, enqueued_at=NOW
+    )
+    ops.queued(poll)
+    assert ops.ops_of["1"] == (123_456, 123_458)
     assert ops.ops_of["1"][0] is record.op_id
+    assert ops.ops_of["2"] == (123_457, 123_458)
+    assert list(ops.ops_of) == ["1", "2"]
 
 
 def test_the_store_names_the_jobs_of_a_queued_operation_by_the_fold_s_own_strings() -> None:
@@ -114,14 +119,14 @@ def test_the_store_names_the_jobs_of_a_queued_operation_by_the_fold_s_own_string
     assert store.ops_of["12345"] == (9,)
 
 
-def test_each_job_keeps_its_last_twelve_operations_once_each_oldest_first() -> None:
+def test_each_job_names_its_last_twelve_operations_oldest_first_and_none_the_log_forgot() -> None:
     ops = OpsView()
-    ops.touch("1", 5)
-    ops.touch("1", 5)
-    assert ops.ops_of["1"] == (5,)
-    assert ops.ops_of.get("2", ()) == ()
-    for op_id in range(6, 20):
-        ops.touch("1", op_id)
+    for op_id in range(5, 20):
+        ops.queued(fetch(op_id))
     assert ops.ops_of["1"] == tuple(range(8, 20))
-    assert list(ops.ops_of) == ["1"]
+    assert ops.ops_of.get("2", ()) == ()
     assert len(ops.ops_of) == 1
+    for op_id in range(20, 20 + _OP_LOG):
+        ops.queued(fetch(op_id, "2"))
+    assert "1" not in ops.ops_of
+    assert ops.ops_of["2"] == tuple(range(8 + _OP_LOG, 20 + _OP_LOG))
