@@ -114,3 +114,39 @@ def test_a_message_in_the_written_form_that_is_wrong_is_rejected_as_precisely_as
 
 def _refuse(*_: object, **__: object) -> object:
     raise AssertionError("parsed into dicts")
+
+
+def test_a_big_snapshot_is_read_a_slice_of_jobs_at_a_time_whatever_its_jobs_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Texts holding what lies between two jobs on the wire: escaped, they cannot be taken for it.
+    tricky = '"},{"job_id":"x"'
+    jobs = tuple(
+        JobRecord(job_id=str(i), backend="dirac-sim", status=JobStatus.RUNNING, name=tricky, info=f"{tricky} {i}")
+        for i in range(4500)
+    )
+    snapshot = Snapshot(at=7.0, session="s", jobs=jobs, ops=(OP,), counters={"a": 1})
+    message = b"".join(encode_snapshot(snapshot))
+    reads: list[int] = []
+    jobs_adapter = _codec._snapshot_fields()["jobs"]
+    original = jobs_adapter.validate_json
+
+    def counted(data: bytes, **options: object) -> object:
+        read = original(data, **options)  # type: ignore[arg-type]
+        reads.append(len(read))
+        return read
+
+    monkeypatch.setattr(jobs_adapter, "validate_json", counted)
+    monkeypatch.setattr(_codec.json, "loads", _refuse)
+    assert decode_event(message) == snapshot
+    assert reads == [2000, 2000, 500]
+
+
+def test_a_snapshot_written_otherwise_is_still_read_and_a_bad_job_in_one_is_refused() -> None:
+    snapshot = Snapshot(at=7.0, session="s", jobs=(JOB,), ops=(OP,), counters={"a": 1})
+    spaced = json.dumps(json.loads(encode_event(snapshot)), indent=1).encode()
+    assert decode_event(spaced) == snapshot
+    bad = encode_event(snapshot).replace(b'"status":"running"', b'"status":"sleeping"')
+    with pytest.raises(WireError) as caught:
+        decode_event(bad)
+    assert "jobs" in str(caught.value)
