@@ -133,14 +133,7 @@ class JobsView:
 
     def _new_row(self, record: JobRecord) -> JobRow:
         self._order += 1
-        row = JobRow(
-            job_id=record.job_id,
-            backend=record.backend,
-            status=record.status,
-            name=record.name,
-            group=record.group,
-            order=self._order,
-        )
+        row = JobRow(record, order=self._order)
         if row.id_number == row.order:
             # Jobs mostly arrive in id order, so their place and their id are the same number:
             # one int object for both, not two (32 bytes a job).
@@ -150,19 +143,11 @@ class JobsView:
     @staticmethod
     def _sync(row: JobRow, fold: StateFold) -> None:
         # The hot path of a busy stream: the fold's side tables are read here directly.
-        job_id = row.job_id
-        record = fold.jobs[job_id]
-        status = record.status
-        row.status = status
-        row.name = record.name
-        row.group = record.group
-        row.status_since = record.status_since
+        job_id = row.record.job_id
+        record = row.record = fold.jobs[job_id]
         confirmed = fold.confirmed_at.get(job_id)
         row.last_confirmed = record.last_confirmed if confirmed is None else max(confirmed, record.last_confirmed)
-        row.next_poll_at = fold.next_poll.get(job_id, record.next_poll_at) if status.is_active else None
-        row.exit_code = record.exit_code
-        row.info = record.info
-        row.collect_error = record.collect_error
+        row.next_poll_at = fold.next_poll.get(job_id, record.next_poll_at) if record.status.is_active else None
         row.search_text = None
         row.version += 1
 
