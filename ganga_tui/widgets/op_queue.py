@@ -90,7 +90,8 @@ class OpQueue(Widget):
         self.shown_ids: tuple[int, ...] = ()
         """The operations on screen, top to bottom."""
         self._rows: list[_Row] = []
-        self._cache: LRUCache[tuple[_Row, int, Style], Strip] = LRUCache(256)
+        # A few screens of the panel: a line drawn is 3 KB with its caches (see JobTable).
+        self._cache: LRUCache[tuple[_Row, int, Style], Strip] = LRUCache(64)
         self._generation = -1
         self._painted_at = float("-inf")
 

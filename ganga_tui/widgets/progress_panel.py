@@ -97,7 +97,8 @@ class ProgressPanel(Widget):
         """Whether a line per group follows the overall one."""
         self._shown: tuple[tuple[_Line, ...], str | None] | None = None
         """The lines last drawn, and the collect bound's text."""
-        self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(256)
+        # A few panels' worth: a line drawn is 3 KB with its caches (see JobTable).
+        self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(64)
 
     @staticmethod
     def _eta(stats: GroupStats, final: int, now: float) -> str:
