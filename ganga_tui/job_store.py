@@ -119,7 +119,7 @@ class JobStore:
             before = fold.jobs.get(event.job_id)
             fold.apply(event)
             self.group_view.changed(event, before)
-            self.jobs.changed(event)
+            self.jobs.changed(event, fold)
             self._changed.add(event.job_id)
             self._touched.add(event.job_id)
             return

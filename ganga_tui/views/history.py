@@ -8,7 +8,7 @@ each); packed, 14 bytes a transition and one ``bytes`` header, about 80 a job wi
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Final
 
 from monitor_core import JobStatus
@@ -28,11 +28,16 @@ class Histories(Mapping[str, list[Transition]]):
 
     A source and a detail text are kept once for every transition that says them: a stream says
     a handful of them ("poll", "Done: Execution Complete") of every job.
+
+    Args:
+        limit: transitions kept per job.
+        packed: where each job's packed transitions are kept (by default a dict of this object's
+            own; the job table keeps them in its rows, one dict of 100,000 entries less).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, packed: MutableMapping[str, bytes] | None = None) -> None:
         self.limit = limit
-        self._packed: dict[str, bytes] = {}
+        self._packed: MutableMapping[str, bytes] = {} if packed is None else packed
         self._texts: list[tuple[str, str]] = []
         """Each distinct (source, info) pair, at the index a packed transition names."""
         self._text_index: dict[tuple[str, str], int] = {}

@@ -55,7 +55,7 @@ def test_jobs_view_mirrors_the_fold_and_refreshes_a_busy_job_once() -> None:
     for step, (old, new) in enumerate(((S.RUNNING, S.COMPLETING), (S.COMPLETING, S.COMPLETED))):
         event = JobChanged(at=NOW + step, job_id="2", backend="grid", old=old, new=new, source="poll")
         fold.apply(event)
-        jobs.changed(event)
+        jobs.changed(event, fold)
     touched = jobs.refresh({"2"}, fold)
     assert touched == [row]
     assert row.version == version + 1, "two changes to one job in a batch: one row refresh"
@@ -75,7 +75,7 @@ def shown(jobs: JobsView) -> list[str]:
 def change(fold: StateFold, jobs: JobsView, job_id: str, old: JobStatus, new: JobStatus, info: str = "") -> None:
     event = JobChanged(at=NOW, job_id=job_id, backend="grid", old=old, new=new, source="poll", info=info)
     fold.apply(event)
-    jobs.changed(event)
+    jobs.changed(event, fold)
     jobs.refresh({job_id}, fold)
 
 
@@ -279,3 +279,16 @@ def test_a_job_added_later_joins_every_view() -> None:
     jobs.added(added.job, fold)
     assert jobs.rows["7"].group == "late"
     assert groups.group("late").total == 1
+
+
+def test_a_job_first_heard_of_by_a_change_has_a_row_and_its_history_from_that_change_on() -> None:
+    fold = folded(record("1"))
+    jobs = JobsView()
+    jobs.reset(fold)
+    event = JobChanged(at=NOW, job_id="99", backend="grid", old=S.RUNNING, new=S.COMPLETING, source="poll")
+    fold.apply(event)
+    jobs.changed(event, fold)
+    assert jobs.rows["99"].status == S.COMPLETING
+    assert [(t.old, t.new) for t in jobs.history["99"]] == [(S.RUNNING, S.COMPLETING)]
+    assert shown(jobs) == ["1", "99"]
+    assert sorted(jobs.history) == ["1", "99"]
