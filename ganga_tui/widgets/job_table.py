@@ -64,8 +64,8 @@ class _Layout:
         return cls(name, info)
 
 
-_CACHED_LINES: Final = 128
-"""Lines kept drawn: two screens of a tall terminal (the key holds the second, so within it only)."""
+_CACHED_LINES: Final = 96
+"""Lines kept drawn: a tall terminal's screen (the key holds the second, so they serve within it only)."""
 
 
 class JobTable(ScrollView, can_focus=True):

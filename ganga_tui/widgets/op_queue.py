@@ -91,7 +91,7 @@ class OpQueue(Widget):
         """The operations on screen, top to bottom."""
         self._rows: list[_Row] = []
         # A few screens of the panel: a line drawn is 3 KB with its caches (see JobTable).
-        self._cache: LRUCache[tuple[_Row, int, Style], Strip] = LRUCache(64)
+        self._cache: LRUCache[tuple[_Row, int, Style], Strip] = LRUCache(32)
         self._generation = -1
         self._painted_at = float("-inf")
 

@@ -98,7 +98,7 @@ class ProgressPanel(Widget):
         self._shown: tuple[tuple[_Line, ...], str | None] | None = None
         """The lines last drawn, and the collect bound's text."""
         # A few panels' worth: a line drawn is 3 KB with its caches (see JobTable).
-        self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(64)
+        self._strips: LRUCache[tuple[object, ...], Strip] = LRUCache(32)
 
     @staticmethod
     def _eta(stats: GroupStats, final: int, now: float) -> str:
