@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, deque
 from typing import Final
 
@@ -54,8 +55,10 @@ class GroupsView:
         if before.status_since:
             samples = stats.durations.get(before.status)
             if samples is None:
-                samples = stats.durations[before.status] = deque(maxlen=_DURATION_SAMPLES)
+                samples = stats.durations[before.status] = array("d")
             samples.append(max(0.0, event.at - before.status_since))
+            if len(samples) > _DURATION_SAMPLES:
+                del samples[0]
         if event.new.is_final and not before.status.is_final:
             stats.finished_at.append(event.at)
             self._finished_all.append(event.at)

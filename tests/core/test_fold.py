@@ -185,3 +185,13 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 0.5) == 50.0
     assert percentile(values, 0.99) == 99.0
     assert percentile(list(reversed(values)), 1.0) == 100.0
+
+
+def test_end_to_collected_keeps_about_the_latest_hundred_thousand() -> None:
+    figures = StateFold().figures_of("grid")
+    for n in range(111_000):
+        figures.collected(float(n))
+    kept = figures.end_to_collected
+    assert 100_000 <= len(kept) <= 110_000
+    assert kept[-1] == 110_999.0
+    assert kept[0] == 111_000.0 - len(kept)

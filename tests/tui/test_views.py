@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 
 from ganga_tui.job_filter import JobFilter
 from ganga_tui.job_rows import NO_WARNINGS, WarningKind
@@ -236,7 +236,7 @@ def test_a_long_wait_in_the_sites_queue_is_not_stuck_and_a_long_run_is() -> None
     warnings, jobs = _warnings(fold)
     group = warnings._groups.group("g")
     for status in (S.SUBMITTED, S.RUNNING):
-        group.durations[status] = deque([20.0] * 20)
+        group.durations[status] = array("d", [20.0] * 20)
         group.left[status] = 20
     warnings.scan(NOW)
     assert jobs.rows["queued"].warnings == frozenset(), "the grid's queue, not the job: no bound to hold it to"
@@ -258,7 +258,7 @@ def test_outputs_queued_at_the_peak_of_a_flood_are_on_plan_while_the_queue_drain
     warnings, jobs = _warnings(fold, backends)
     # The group's first outputs were fetched in seconds (their group was nearly done): no yardstick here.
     group = warnings._groups.group("g")
-    group.durations[S.COMPLETING] = deque([2.0] * 10)
+    group.durations[S.COMPLETING] = array("d", [2.0] * 10)
     warnings.scan(NOW)
     assert jobs.rows["early"].warnings == frozenset(), "queued at the peak: 200 s is within its plan"
     assert jobs.rows["stuck"].warnings == {WarningKind.BACKEND_DONE}, "longer than the whole flood"
@@ -292,3 +292,17 @@ def test_a_job_first_heard_of_by_a_change_has_a_row_and_its_history_from_that_ch
     assert [(t.old, t.new) for t in jobs.history["99"]] == [(S.RUNNING, S.COMPLETING)]
     assert shown(jobs) == ["1", "99"]
     assert sorted(jobs.history) == ["1", "99"]
+
+
+def test_a_group_keeps_the_latest_two_hundred_times_spent_in_a_status() -> None:
+    fold = folded(*(record(str(n)) for n in range(250)))
+    groups = GroupsView(fold)
+    groups.reset()
+    for n in range(250):
+        before = fold.jobs[str(n)]
+        event = JobChanged(at=NOW + n, job_id=str(n), backend="grid", old=S.RUNNING, new=S.COMPLETED, source="poll")
+        fold.apply(event)
+        groups.changed(event, before)
+    kept = groups.group("g").durations[S.RUNNING]
+    assert len(kept) == 200
+    assert list(kept) == [float(n + 5) for n in range(50, 250)], "each ran 5 s before NOW, until NOW + n"
