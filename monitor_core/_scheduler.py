@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from ._book import Activate, JobBook, NotCollectable
-from ._bus import EventBus
+from ._bus import EventBus, SnapshotProgress
 from ._clock import Clock
 from ._events import (
     ChangeSource,
@@ -554,7 +554,7 @@ class Scheduler:
             counters=dict(self.counters),
         )
 
-    async def snapshot_gradually(self, unbuilt: set[str]) -> Snapshot:
+    async def snapshot_gradually(self, progress: SnapshotProgress) -> Snapshot:
         """:meth:`snapshot`, made a slice of the loop at a time (see :data:`~monitor_core._bus.GradualSnapshot`).
 
         Each job's record is made as it is reached, so it holds every change up to then; the
@@ -563,14 +563,14 @@ class Scheduler:
         """
         jobs, lanes, to_wall = self.jobs, self.lanes, self.clock.to_wall
         order = list(jobs)
-        unbuilt.update(order)
+        made = progress.made
         records = []
         time_slice = TimeSlice()
         for job_id in order:
             job = jobs[job_id]
             due = lanes[job.backend].next_poll_at(job_id)
             records.append(job_record(job, next_poll_at=None if due is None else to_wall(due)))
-            unbuilt.discard(job_id)
+            made.add(job_id)
             if time_slice.spent():
                 await time_slice.yield_to_loop()
         ops = []
