@@ -150,3 +150,23 @@ def test_a_snapshot_written_otherwise_is_still_read_and_a_bad_job_in_one_is_refu
     with pytest.raises(WireError) as caught:
         decode_event(bad)
     assert "jobs" in str(caught.value)
+
+
+def test_a_snapshot_s_operations_are_written_a_slice_of_jobs_at_a_time_too() -> None:
+    ops = tuple(
+        OpRecord(
+            op_id=n,
+            kind=OpKind.POLL,
+            backend="dirac-sim",
+            job_ids=tuple(str(i) for i in range(n * 500, n * 500 + 500)),
+            state=OpState.QUEUED,
+            enqueued_at=1.5,
+        )
+        for n in range(200)
+    )
+    snapshot = Snapshot(at=7.0, session="s", jobs=(JOB,), ops=(*ops, OP), counters={"a": 1})
+    pieces = encode_snapshot(snapshot)
+    assert b"".join(pieces) == encode_event(snapshot)
+    # Written whole, the operations were one piece of 1.3 MB (66 ms of the session's loop).
+    assert max(len(piece) for piece in pieces) < 256 * 1024
+    assert decode_event(b"".join(pieces)) == snapshot

@@ -575,3 +575,17 @@ async def test_a_selection_of_an_unknown_kind_is_refused_and_the_viewer_gets_eve
         assert isinstance(await asyncio.wait_for(anext(stream), 10), SessionEnded)
         await stream.aclose()
     assert any("the session sends every event" in r.message and "NoSuchEvent" in r.message for r in caplog.records)
+
+
+async def test_a_server_builds_every_reader_and_writer_before_it_serves(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built on first use, the first viewer's snapshot held the session's loop 51 ms."""
+    from monitor_core.transports import COMMAND_TYPES, EVENT_TYPES, _codec
+
+    monkeypatch.setattr(_codec, "_ADAPTERS", {})
+    _codec._snapshot_fields.cache_clear()
+    bus = EventBus(lambda: Snapshot(at=0.0, session="w", jobs=(), ops=(), backends=(), counters={}))
+    async with SocketServer(bus, session="w", path=run_dir / "w.sock"):
+        assert set(_codec._ADAPTERS) == set(EVENT_TYPES) | set(COMMAND_TYPES)
+        assert _codec._snapshot_fields.cache_info().currsize == 1
