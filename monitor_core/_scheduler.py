@@ -24,7 +24,9 @@ from ._events import (
     Event,
     Heartbeat,
     JobAdded,
+    JobRecord,
     LagSampled,
+    OpRecord,
     RejectionCategory,
     SessionEnded,
     Snapshot,
@@ -539,20 +541,8 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """The present state of every job, queued operation and backend."""
-        now = self.clock.now()
-        to_wall = self.clock.to_wall
-        records = []
-        for job in self.jobs.values():
-            due = self.lanes[job.backend].next_poll_at(job.job_id)
-            records.append(job_record(job, next_poll_at=None if due is None else to_wall(due)))
-        return Snapshot(
-            at=to_wall(now),
-            session=self.session,
-            jobs=tuple(records),
-            ops=tuple(op for lane in self.lanes.values() for op in lane.op_records()),
-            backends=tuple(lane.record(now) for lane in self.lanes.values()),
-            counters=dict(self.counters),
-        )
+        records = [self._job_record(job) for job in self.jobs.values()]
+        return self._snapshot_of(records, [op for lane in self.lanes.values() for op in lane.op_records()])
 
     async def snapshot_gradually(self, progress: SnapshotProgress) -> Snapshot:
         """:meth:`snapshot`, made a slice of the loop at a time (see :data:`~monitor_core._bus.GradualSnapshot`).
@@ -561,32 +551,38 @@ class Scheduler:
         bus leaves out of the subscriber's stream the changes a record already holds. An
         operation's events are sent whatever its record holds: folding one twice changes nothing.
         """
-        jobs, lanes, to_wall = self.jobs, self.lanes, self.clock.to_wall
+        jobs = self.jobs
         order = list(jobs)
         made = progress.made
         records = []
         time_slice = TimeSlice()
         for job_id in order:
-            job = jobs[job_id]
-            due = lanes[job.backend].next_poll_at(job_id)
-            records.append(job_record(job, next_poll_at=None if due is None else to_wall(due)))
+            records.append(self._job_record(jobs[job_id]))
             made.add(job_id)
             if time_slice.spent():
                 await time_slice.yield_to_loop()
         ops = []
-        for lane in lanes.values():
+        for lane in self.lanes.values():
             for op in lane.ops_in_order():
                 if op.op_id in lane.ops:
                     ops.append(lane.op_record(op))
                 if time_slice.spent():
                     await time_slice.yield_to_loop()
+        return self._snapshot_of(records, ops)
+
+    def _job_record(self, job: Job) -> JobRecord:
+        """A job as a snapshot holds it, with its next poll as its lane plans it."""
+        due = self.lanes[job.backend].next_poll_at(job.job_id)
+        return job_record(job, next_poll_at=None if due is None else self.clock.to_wall(due))
+
+    def _snapshot_of(self, records: list[JobRecord], ops: list[OpRecord]) -> Snapshot:
         now = self.clock.now()
         return Snapshot(
-            at=to_wall(now),
+            at=self.clock.to_wall(now),
             session=self.session,
             jobs=tuple(records),
             ops=tuple(ops),
-            backends=tuple(lane.record(now) for lane in lanes.values()),
+            backends=tuple(lane.record(now) for lane in self.lanes.values()),
             counters=dict(self.counters),
         )
 

@@ -43,6 +43,7 @@ class _Turn:
         self._open = False
         self.takers = 0
         self.before = 1
+        """Never 0: a turn is closed only after a slice was taken in it."""
 
     def take(self) -> int:
         """One more slice in this turn; how many tasks to share the budget with."""
@@ -51,7 +52,7 @@ class _Turn:
             # Runs at the start of the next turn, before the tasks that yield after this call.
             self._loop.call_soon(self._close)
         self.takers += 1
-        return max(self.before, 1)
+        return self.before
 
     def _close(self) -> None:
         self.before, self.takers, self._open = self.takers, 0, False

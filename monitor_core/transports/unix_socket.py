@@ -359,12 +359,10 @@ class _Client:
         except WireError as exc:
             return CommandAcked(at=time.time(), command_id=command.command_id, ok=False, message=str(exc))
         self.subscription.select(kinds)
-        log.info("%s: sending only %s", self.name, ", ".join(kind.__name__ for kind in kinds))
+        names = ", ".join(kind.__name__ for kind in kinds)
+        log.info("%s: sending only %s", self.name, names)
         return CommandAcked(
-            at=time.time(),
-            command_id=command.command_id,
-            ok=True,
-            message=f"sending only {', '.join(kind.__name__ for kind in kinds)} (and snapshots)",
+            at=time.time(), command_id=command.command_id, ok=True, message=f"sending only {names} (and snapshots)"
         )
 
     async def _send_ack(self, ack: CommandAcked) -> None:
