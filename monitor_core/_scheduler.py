@@ -46,10 +46,8 @@ __all__ = ["NotCollectable", "Scheduler", "UnknownBackend", "UnknownJob"]
 
 log = logging.getLogger(__name__)
 
-_TRACK_SLICE: Final = 1000
-"""Jobs tracked between two yields to the loop (a few milliseconds of work)."""
-_SUBMIT_SLICE: Final = 1000
-"""Submitted jobs made into tracked jobs between two yields to the loop."""
+_TRACK_CHUNK: Final = 64
+"""Jobs tracked together (one clock reading, one heap entry per due time) between two looks at the time slice."""
 
 
 class UnknownJob(KeyError):
@@ -311,9 +309,16 @@ class Scheduler:
             BackendError: a backend refused the submission.
         """
         by_backend: dict[str, list[JobSpec]] = {}
+        # Sorting 100,000 specs by backend in one go took 16 ms of the loop.
+        time_slice = TimeSlice()
         for spec in specs:
-            self.lane(spec.backend)
-            by_backend.setdefault(spec.backend, []).append(spec)
+            group = by_backend.get(spec.backend)
+            if group is None:
+                self.lane(spec.backend)  # an unknown backend is refused before anything is submitted
+                group = by_backend[spec.backend] = []
+            group.append(spec)
+            if time_slice.spent():
+                await time_slice.yield_to_loop()
         submitted: list[Job] = []
         for backend, group in by_backend.items():
             lane = self.lanes[backend]
@@ -326,11 +331,11 @@ class Scheduler:
                 raise BackendError(f"{backend}: {len(group)} jobs submitted, {len(backend_ids)} ids returned")
             now = self.clock.wall_now()
             jobs: list[Job] = []
-            for start in range(0, len(group), _SUBMIT_SLICE):
-                if start:
-                    # 90,000 jobs made in one go held the loop for a third of a second.
-                    await asyncio.sleep(0)
-                jobs.extend(
+            # A count of jobs a step is no bound on a step's time on a loaded machine: 1,000
+            # jobs a step held the loop 10-34 ms while the demo submitted 100,000.
+            time_slice = TimeSlice()
+            for spec, backend_id in zip(group, backend_ids, strict=True):
+                jobs.append(
                     Job(
                         job_id=self.book.new_id(),
                         backend=backend,
@@ -342,12 +347,9 @@ class Scheduler:
                         last_confirmed=now,
                         expected=spec.expected,
                     )
-                    for spec, backend_id in zip(
-                        group[start : start + _SUBMIT_SLICE],
-                        backend_ids[start : start + _SUBMIT_SLICE],
-                        strict=True,
-                    )
                 )
+                if time_slice.spent():
+                    await time_slice.yield_to_loop()
             if self.store is not None:
                 await self.store.save_now(jobs)
             await self.track_all(jobs)
@@ -404,11 +406,12 @@ class Scheduler:
             UnknownBackend: a job's backend has no lane (the jobs before it are tracked).
             ValueError: an id is taken (likewise).
         """
-        for start in range(0, len(jobs), _TRACK_SLICE):
-            if start:
-                # 100,000 jobs must not hold the loop (and every lane) for a second.
-                await asyncio.sleep(0)
-            self.track_many(jobs[start : start + _TRACK_SLICE], source=source)
+        # 100,000 jobs must not hold the loop (and every lane) for a second.
+        time_slice = TimeSlice(check_every=1)
+        for start in range(0, len(jobs), _TRACK_CHUNK):
+            if start and time_slice.spent():
+                await time_slice.yield_to_loop()
+            self.track_many(jobs[start : start + _TRACK_CHUNK], source=source)
 
     def track_many(self, jobs: Sequence[Job], *, source: ChangeSource = "submit") -> None:
         """Start monitoring several jobs at once: what :meth:`track` does for each, in bulk.

@@ -9,8 +9,9 @@ The slices of one turn of the loop share one budget. In a completion burst a pol
 each viewer's pump and the output fetches all work through backlogs at once; with a whole
 slice each, a turn ran 4-5 ms of work, 10-20 ms of wall time on two busy cores, and a timer
 due in it waited that long. Each now gets the turn's budget divided by the number of tasks
-that took a slice in the turn before, so a turn's work stays near one budget however many
-tasks are busy, and each still gets its share of every turn.
+that used their slice long enough to look at the clock in the turn before, so a turn's work
+stays near one budget however many tasks are busy, and each still gets its share of every
+turn.
 """
 
 from __future__ import annotations
@@ -85,13 +86,13 @@ class TimeSlice:
     def __init__(self, seconds: float = SLICE_SECONDS, *, check_every: int = 16) -> None:
         self._seconds = seconds
         self._check_every = max(1, check_every)
-        self._limit = _share(seconds)
+        self._limit: float | None = None
         self._started = time.perf_counter()
         self._steps = 0
 
     def restart(self) -> None:
         """Count the slice from now (the task has just been given the loop)."""
-        self._limit = _share(self._seconds)
+        self._limit = None
         self._started = time.perf_counter()
         self._steps = 0
 
@@ -101,7 +102,13 @@ class TimeSlice:
         if self._steps < self._check_every:
             return False
         self._steps = 0
-        return time.perf_counter() - self._started > self._limit
+        limit = self._limit
+        if limit is None:
+            # A task shares the turn once it has worked long enough to look at the clock: one
+            # woken for a step or two (a planner with one batch, a pump with one event) leaves
+            # the busy ones their whole share.
+            limit = self._limit = _share(self._seconds)
+        return time.perf_counter() - self._started > limit
 
     async def yield_to_loop(self) -> None:
         """Let every other ready task and due timer run, then start a new slice."""

@@ -19,7 +19,7 @@ async def test_a_snapshot_made_while_jobs_change_is_followed_by_exactly_the_chan
     make_scheduler: MakeScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Slices of 40 records, so that polls answer between them however fast this machine is.
-    monkeypatch.setattr(scheduler_module, "TimeSlice", lambda: TimeSlice(0.0, check_every=40))
+    monkeypatch.setattr(scheduler_module, "TimeSlice", lambda **_: TimeSlice(0.0, check_every=40))
     backend = ScriptedBackend(
         "b",
         caps=Capabilities(max_batch=200, max_concurrency=2, poll_interval=0.01, call_timeout=5),

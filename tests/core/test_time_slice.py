@@ -7,7 +7,7 @@ import socket
 import time
 from pathlib import Path
 
-from monitor_core import EventBus, JobChanged, JobStatus, Snapshot
+from monitor_core import EventBus, JobChanged, JobStatus, Snapshot, _time_slice
 from monitor_core._time_slice import TimeSlice
 from monitor_core.transports import encode_event
 from monitor_core.transports._framing import CHUNKED, HEADER
@@ -116,3 +116,18 @@ async def test_the_tasks_busy_in_one_turn_of_the_loop_share_one_slice_and_each_g
     typical = sorted(turns[2:])[len(turns[2:]) // 2]
     assert typical < 2 * budget, f"a turn took {typical:.3f}s: the slices were not shared (3 slices: {3 * budget}s)"
     assert all(steps.values()), steps
+
+
+async def test_only_the_tasks_that_work_long_enough_to_look_at_the_clock_share_a_turn() -> None:
+    """A task woken for a step or two (one event, one batch) leaves the busy ones their whole share."""
+    loop = asyncio.get_running_loop()
+
+    async def glance() -> None:
+        TimeSlice(check_every=16).spent()  # one step: the clock is not read
+
+    async def work() -> None:
+        TimeSlice(check_every=1).spent()
+
+    await asyncio.gather(glance(), glance(), work())
+    await asyncio.sleep(0)
+    assert _time_slice._turns[loop].before == 1
