@@ -66,8 +66,8 @@ __all__ = [
     "encode_snapshot",
     "event_kinds",
     "event_to_data",
-    "warm_up",
     "iter_snapshot_pieces",
+    "warm_up",
 ]
 
 SCHEMA_VERSION: Final = 2
