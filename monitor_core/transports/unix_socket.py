@@ -452,12 +452,16 @@ class SocketServer:
         # Each type's reader and writer is built on first use otherwise, 5-80 ms of the loop for
         # whoever meets it first: the first viewer's snapshot held the loop 51 ms at 100,000 jobs.
         await asyncio.to_thread(warm_up)
+        # Whole before the socket answers: a viewer that found the socket first read a session
+        # without its pid (the info file not yet written, or half written).
+        info = {"session": self.session, "pid": os.getpid(), "started_at": time.time(), "description": self.description}
+        partial = self.info_path.with_name(self.info_path.name + ".partial")
+        partial.write_text(json.dumps(info))
+        partial.chmod(0o600)
+        partial.replace(self.info_path)
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
         # The directory is 0700 already; the socket's own mode is the second lock.
         self.path.chmod(0o600)
-        info = {"session": self.session, "pid": os.getpid(), "started_at": time.time(), "description": self.description}
-        self.info_path.write_text(json.dumps(info))
-        self.info_path.chmod(0o600)
         log.info("serving session %s on %s", self.session, self.path)
 
     async def aclose(self) -> None:

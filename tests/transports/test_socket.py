@@ -40,6 +40,7 @@ from monitor_core.transports import Backoff, decode_event, encode_command, encod
 from monitor_core.transports.socket_source import SocketSource
 from monitor_core.transports.unix_socket import (
     ClientStatistics,
+    DiscoveredSession,
     SocketServer,
     discover_sessions,
     runtime_dir,
@@ -359,6 +360,26 @@ async def test_discovery_lists_live_sessions_and_removes_stale_sockets(run_dir: 
     dead.close()
     async with SocketServer(bus, session="dead", path=stale):
         assert [item.session for item in await asyncio.to_thread(discover_sessions, run_dir)] == ["dead"]
+
+
+async def test_a_session_found_as_soon_as_its_socket_answers_names_its_pid(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's description is whole before the socket accepts: a viewer may look at any moment."""
+    bus = EventBus(lambda: Snapshot(at=1.0, session="x"))
+    start_unix_server = asyncio.start_unix_server
+    found_at_bind: list[DiscoveredSession] = []
+
+    async def binding(*args: object, **kwargs: object) -> asyncio.Server:
+        server = await start_unix_server(*args, **kwargs)  # type: ignore[arg-type]
+        found_at_bind.extend(discover_sessions(run_dir))
+        return server
+
+    monkeypatch.setattr(asyncio, "start_unix_server", binding)
+    async with SocketServer(bus, session="one", path=run_dir / "one.sock", description="first"):
+        pass
+    assert [(item.session, item.pid, item.description) for item in found_at_bind] == [("one", os.getpid(), "first")]
+    assert not await asyncio.to_thread(lambda: list(run_dir.glob("*.partial")))
 
 
 async def drain(stream: Stream) -> None:
