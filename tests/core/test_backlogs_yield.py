@@ -136,3 +136,36 @@ async def test_saving_many_jobs_lets_the_loop_in_whenever_the_slice_is_spent(
         assert len(partly_marked) >= JOBS // 16 - 1, len(partly_marked)
     else:
         assert not partly_marked, partly_marked
+
+
+@pytest.mark.parametrize("spent", [True, False])
+async def test_polling_many_jobs_now_is_planned_in_rounds_as_long_as_its_slice(
+    make_scheduler: MakeScheduler, monkeypatch: pytest.MonkeyPatch, spent: bool
+) -> None:
+    rounds: list[bool] = []
+    plan_urgent = Lane._plan_urgent
+
+    def counted(lane: Lane, *args: object) -> bool:
+        more = plan_urgent(lane, *args)  # type: ignore[arg-type]
+        rounds.append(more)
+        return more
+
+    monkeypatch.setattr(Lane, "_plan_urgent", counted)
+    backend = _backend()
+    # Polls never answer, so every planned batch stays in the lane's operations to be counted.
+    backend.mode = "hang"
+    async with make_scheduler([backend], replace(FAST, drain_timeout=0.1)) as scheduler:
+        jobs = await scheduler.submit(specs(JOBS, "grid"))
+        _slices(monkeypatch, 0.0 if spent else 60.0)
+        for job in jobs:
+            scheduler.refresh_now(job.job_id)
+        scheduler.refresh_now(jobs[0].job_id)  # asked twice, polled once
+        lane = scheduler.lanes["grid"]
+        await until(lambda: sum(len(op.job_ids) for op in lane.ops.values()) >= JOBS)
+        polled = [job_id for op in lane.ops.values() for job_id in op.job_ids]
+    assert sorted(polled) == sorted(job.job_id for job in jobs)
+    if spent:
+        # One batch of 10 a round: the planner looks at its slice after each batch.
+        assert rounds.count(True) >= JOBS // 10 - 1, rounds.count(True)
+    else:
+        assert rounds.count(True) == 0, rounds.count(True)
