@@ -43,10 +43,12 @@ from ._base import (
     StatusReport,
 )
 
-__all__ = ["LocalBackend"]
+__all__ = ["WRAPPER_NAME", "LocalBackend"]
 
 log = logging.getLogger(__name__)
 
+WRAPPER_NAME: Final = "__wrapper__.sh"
+"""The script in each job's directory that runs the job: its process leads the job's own session."""
 _WRAPPER: Final = """#!/bin/sh
 cd "$(dirname "$0")" || exit 127
 "$@" > stdout 2> stderr
@@ -54,9 +56,7 @@ code=$?
 echo $code > __exitcode__.tmp && mv __exitcode__.tmp __exitcode__
 exit $code
 """
-_INTERNAL_FILES: Final = frozenset(
-    {"__wrapper__.sh", "__exitcode__", "__exitcode__.tmp", "__killed__", "spec.json", "pid"}
-)
+_INTERNAL_FILES: Final = frozenset({WRAPPER_NAME, "__exitcode__", "__exitcode__.tmp", "__killed__", "spec.json", "pid"})
 
 DEFAULT_CAPABILITIES: Final = Capabilities(
     max_batch=1000,
@@ -128,6 +128,9 @@ class LocalBackend(Backend):
         self.max_running = max_running
         self._jobs: dict[str, _LocalJob] = {}
         self._waiting: deque[str] = deque()
+        self._starting: str | None = None
+        """The job whose process is being started on a thread: a kill meanwhile waits for its pid."""
+        self._kill_when_started = False
         self._running = 0
         self._next = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,19 +220,24 @@ class LocalBackend(Backend):
             while self._waiting and self._running < self.max_running:
                 backend_id = self._waiting.popleft()
                 job = self._jobs[backend_id]
+                self._starting, self._kill_when_started = backend_id, False
                 try:
                     await asyncio.to_thread(self._spawn, job)
                 except OSError as exc:
                     log.error("%s: could not start %s: %s", self.name, backend_id, exc)
                     self._finish(backend_id, job, JobStatus.FAILED, 127, f"could not start: {exc}")
                     continue
+                finally:
+                    self._starting = None
                 self._running += 1
                 job.status = JobStatus.RUNNING
                 self._report(StatusReport(backend_id, JobStatus.RUNNING, "started"))
                 self._watch(backend_id, job)
+                if self._kill_when_started and job.pid is not None:
+                    await asyncio.to_thread(_signal_if_same, job.pid, job.started_at)
 
     def _spawn(self, job: _LocalJob) -> None:
-        wrapper = job.directory / "__wrapper__.sh"
+        wrapper = job.directory / WRAPPER_NAME
         wrapper.write_text(_WRAPPER)
         job.process = subprocess.Popen(
             ["/bin/sh", str(wrapper), *job.command],
@@ -337,7 +345,11 @@ class LocalBackend(Backend):
         if job.adopted:
             await self._read_adopted([backend_id])
         await asyncio.to_thread((job.directory / "__killed__").touch)
-        if job.status == JobStatus.SUBMITTED:
+        if backend_id == self._starting:
+            # Its process is being started and has no pid yet: marked "killed before it started",
+            # it would run on. Signalled once started; its exit, with the mark, ends it as killed.
+            self._kill_when_started = True
+        elif job.status == JobStatus.SUBMITTED:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(backend_id)
             self._finish(backend_id, job, JobStatus.KILLED, None, "killed before it started")

@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -178,5 +180,31 @@ async def test_the_start_time_is_recorded_at_submit(tmp_path: Path) -> None:
         await backend.kill(backend_id)
         report = await polled_until_final(backend, backend_id)
         assert report.status == JobStatus.KILLED
+    finally:
+        await backend.close()
+
+
+async def test_a_kill_while_the_jobs_process_is_being_started_ends_that_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spawn = LocalBackend._spawn
+
+    def slow_spawn(backend: LocalBackend, job: Any) -> None:
+        spawn(backend, job)
+        time.sleep(0.5)  # on the starting thread: the process runs, the backend has not heard yet
+
+    monkeypatch.setattr(LocalBackend, "_spawn", slow_spawn)
+    backend = LocalBackend(tmp_path / "local", capabilities=SLOW_POLL)
+    await backend.start()
+    try:
+        (backend_id,) = await backend.submit([spec("long", 30, 0)])
+        pid_file = tmp_path / "local" / backend_id / "pid"
+        await until(pid_file.exists, within=10)
+        process = psutil.Process(int(pid_file.read_text().split()[0]))
+        await backend.kill(backend_id)
+        report = await polled_until_final(backend, backend_id)
+        assert report.status == JobStatus.KILLED
+        # Not only called killed: the process is gone.
+        await until(lambda: not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, within=10)
     finally:
         await backend.close()
