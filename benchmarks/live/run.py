@@ -27,6 +27,8 @@ from typing import Any
 
 import psutil
 
+from monitor_core.backends.local import WRAPPER_NAME
+
 from .keys import CYCLE, KeyStep, at_rest
 from .profile import Profiler
 from .screen import Screen, read_screen
@@ -412,20 +414,36 @@ class _Run:
                         ):
                             survivors.append(process)
         mine = os.getpid()
+        local_jobs = local_job_sessions(survivors, self.state_dir)
         for process in survivors:
             with contextlib.suppress(psutil.Error):
                 if process.pid == mine:
                     continue
                 command = " ".join(process.cmdline())
                 # The simulated grid outlives a session that left jobs on it, as a real grid does
-                # (a resume finds it; idle, it stops by itself): expected, not a leftover.
-                if _GRID_MODULE not in command:
+                # (a resume finds it; idle, it stops by itself), and so do the local jobs still
+                # running when the demo stopped, as a batch system's would (a resume adopts
+                # them; each ends by itself): expected, not leftovers.
+                if _GRID_MODULE not in command and os.getsid(process.pid) not in local_jobs:
                     self.record.leftovers.append(command[:160])
                 process.terminate()
         psutil.wait_procs(survivors, timeout=5)
 
 
 _GRID_MODULE = "monitor_core.sim.dirac_server"
+
+
+def local_job_sessions(processes: list[psutil.Process], state_dir: Path) -> set[int]:
+    """The session ids of the demo's local jobs among ``processes``: each job's wrapper leads a session of its own."""
+    wrappers = str(state_dir / "local")
+    sessions = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.pid == os.getsid(process.pid) and any(
+                part.startswith(wrappers) and part.endswith(WRAPPER_NAME) for part in process.cmdline()
+            ):
+                sessions.add(process.pid)
+    return sessions
 
 
 def run_live(options: RunOptions) -> RunRecord:
