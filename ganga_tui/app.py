@@ -218,6 +218,8 @@ class GangaMonitorApp(App[int]):
         self.demo = demo
         self.demo_session: DemoSession | None = None
         """The demo's session process, once started."""
+        self.demo_step: str | None = None
+        """The step of its start the demo's session is at, until it serves."""
         self.keep_session = keep_session
         self.behind_limit = behind_limit
         self.pending: list[Event | ConnectionChanged] = []
@@ -320,7 +322,7 @@ class GangaMonitorApp(App[int]):
         assert self.demo is not None
         self.demo_session = DemoSession(self.demo)
         try:
-            path = await self.demo_session.start()
+            path = await self.demo_session.start(on_step=self._demo_stepped)
         except Exception as exc:  # noqa: BLE001 - shown to the user, who can still quit
             self.ended = f"the simulated session failed: {exc}"
             self.notify(self.ended, severity="error", timeout=30)
@@ -329,6 +331,11 @@ class GangaMonitorApp(App[int]):
         self.source = SocketSource(path, follow=True)
         self.source.description = f"demo session {self.demo_session.name} (pid {self.demo_session.pid})"
         self.consume(self.source)
+
+    def _demo_stepped(self, what: str) -> None:
+        self.demo_step = what
+        if self.is_running and self.screen_stack:
+            self._show_status()
 
     async def close_session(self) -> None:
         """Stop the demo's session process, if the app started one and is not asked to keep it."""
@@ -652,7 +659,8 @@ class GangaMonitorApp(App[int]):
     def _show_status(self) -> None:
         store = self.store
         if self.source is None:
-            where = "starting the simulated session ..." if self.ended is None else ""
+            step = f": {self.demo_step}" if self.demo_step else ""
+            where = f"starting the simulated session{step} ..." if self.ended is None else ""
         else:
             where = self.source.description
         text = Text()

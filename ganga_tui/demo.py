@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -89,8 +90,14 @@ class DemoSession:
             command += ["--dirac-port", str(config.dirac_port)]
         return command
 
-    async def start(self, ready_within: float = _READY_TIMEOUT) -> Path:
+    async def start(
+        self, ready_within: float = _READY_TIMEOUT, *, on_step: Callable[[str], None] | None = None
+    ) -> Path:
         """Start the session and wait until it serves; returns its socket.
+
+        Args:
+            ready_within: seconds the session may take to serve.
+            on_step: told, on the loop, each step of the session's start as it begins.
 
         Raises:
             DemoStartError: it exited or did not serve in time.
@@ -114,8 +121,14 @@ class DemoSession:
             os.close(write_end)
         self.pid = self._process.pid
         try:
+            loop = asyncio.get_running_loop()
+
+            def stepped(what: str) -> None:
+                if on_step is not None:
+                    loop.call_soon_threadsafe(on_step, what)
+
             async with asyncio.timeout(ready_within):
-                answer = await asyncio.to_thread(_read_all, read_end)
+                answer = await asyncio.to_thread(_read_until_ready, read_end, stepped)
         except TimeoutError:
             await self.stop()
             reason = f"the demo session did not serve within {ready_within:.0f}s; {self._log_tail()}"
@@ -173,14 +186,16 @@ class DemoSession:
         )
 
 
-def _read_all(fd: int) -> str:
-    """Read a pipe until its writer closes it (or writes its line)."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        if b"\n" in chunk:
-            break
-    return b"".join(chunks).decode(errors="replace")
+def _read_until_ready(fd: int, on_step: Callable[[str], None]) -> str:
+    """Read the session's lines until its ``ready`` line (returned) or the pipe's end (``""``).
+
+    ``step WHAT`` lines, each step of the start as it begins, go to ``on_step``.
+    """
+    with os.fdopen(os.dup(fd), "r", errors="replace") as stream:
+        for line in stream:
+            kind, _, rest = line.rstrip("\n").partition(" ")
+            if kind == "ready":
+                return line
+            if kind == "step":
+                on_step(rest)
+    return ""

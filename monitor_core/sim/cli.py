@@ -19,7 +19,7 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .._commands import Command, execute_command
 from .._events import CommandAcked
@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="FD",
-        help="once serving, write 'ready SOCKET' and a newline to this file descriptor and close it "
-        "(how ganga-monitor-tui --demo knows its session is up)",
+        help="write 'step WHAT' and a newline to this file descriptor as each step of the start begins, "
+        "then, once serving, 'ready SOCKET' and close it (how ganga-monitor-tui --demo knows its session is up)",
     )
     serve.add_argument("--record", type=Path, default=None, metavar="FILE", help="record the bus (.jsonl.gz)")
     add_mqtt_arguments(serve, session_side=True)
@@ -146,8 +146,10 @@ async def run(args: argparse.Namespace, mqtt: MqttOptions | None) -> int:
     socket_server: SocketServer | None = None
     bridge: MqttBridge | None = None
     reason = "session stopped"
+    announcer = _Announcer(args.ready_fd)
     async with AsyncExitStack() as stack:
-        session = await stack.enter_async_context(MonitorSession(config))
+        stack.callback(announcer.close)
+        session = await stack.enter_async_context(MonitorSession(config, on_step=announcer.step))
         scheduler = session.scheduler
         assert scheduler is not None
 
@@ -172,8 +174,7 @@ async def run(args: argparse.Namespace, mqtt: MqttOptions | None) -> int:
             bridge = MqttBridge(session.bus, mqtt, session=name, execute=execute, read_only=args.read_only)
             await stack.enter_async_context(bridge)
             print(f"ganga-monitor-sim: session {name} publishing to {mqtt.describe()}", file=sys.stderr, flush=True)
-        if args.ready_fd is not None:
-            _say_ready(args.ready_fd, socket_server.path if socket_server is not None else None)
+        announcer.ready(socket_server.path if socket_server is not None else None)
         waiters: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
         if args.exit_when_done:
             waiters.append(asyncio.create_task(scheduler.wait_all_final()))
@@ -204,13 +205,43 @@ async def run(args: argparse.Namespace, mqtt: MqttOptions | None) -> int:
     return 0 if summary.ok or not args.exit_when_done else 1
 
 
-def _say_ready(fd: int, socket: Path | None) -> None:
-    """Tell the parent that started us that viewers can attach now."""
-    try:
-        with os.fdopen(fd, "w") as stream:
-            stream.write(f"ready {socket or ''}\n")
-    except OSError as exc:
-        log.warning("could not signal readiness on fd %d: %s", fd, exc)
+class _Announcer:
+    """Tells the process that started us (``--ready-fd``) each step of the start, then that viewers can attach.
+
+    One line each: ``step WHAT`` as a step begins, then ``ready SOCKET``, and the pipe is
+    closed. A parent that has gone away costs a warning, never the session.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self._stream: TextIO | None = None
+        if fd is not None:
+            try:
+                self._stream = os.fdopen(fd, "w")
+            except OSError as exc:
+                log.warning("cannot tell the parent how the start goes on fd %d: %s", fd, exc)
+
+    def step(self, what: str) -> None:
+        self._write(f"step {what}")
+
+    def ready(self, socket: Path | None) -> None:
+        self._write(f"ready {socket or ''}")
+        self.close()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(OSError):
+                self._stream.close()
+            self._stream = None
+
+    def _write(self, line: str) -> None:
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(line.replace("\n", " ") + "\n")
+            self._stream.flush()
+        except OSError as exc:
+            log.warning("cannot tell the parent how the start goes: %s", exc)
+            self.close()
 
 
 def _server_figures(server: SocketServer) -> dict[str, Any]:

@@ -86,6 +86,8 @@ async def test_demo_session_runs_in_its_own_process_and_quitting_the_tui_stops_i
             assert session.pid != os.getpid()
             assert session.running
             assert f"pid {session.pid}" in app.source.description
+            # The status line said what the start was at, up to its last step.
+            assert app.demo_step == "submitting 40 jobs"
             assert set(app.store.backends) == {"local", "dirac-sim"}
             assert app.store.counts[JobStatus.COMPLETED] + app.store.counts[JobStatus.FAILED] == 40
             app.main_screen.query_one(JobTable).focus()

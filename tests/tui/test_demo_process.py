@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ganga_tui.demo import DemoSession
+from monitor_core import SessionConfig
 from monitor_core.transports.unix_socket import discover_sessions
 
 pytestmark = pytest.mark.timeout(180)
@@ -93,3 +95,40 @@ def test_the_demo_session_outlives_a_crashed_viewer_and_a_new_viewer_attaches(
             _wait(lambda: not _alive(session_pid), limit=30)
         os.close(master)
     assert not discover_sessions(), "a session stopped by its signal removes its socket"
+
+
+async def test_the_demo_session_tells_each_step_of_its_start_before_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "run").mkdir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    config = SessionConfig(
+        state_dir=tmp_path / "steps",
+        jobs=30,
+        backends=("local", "dirac-sim"),
+        dirac_latency=0.02,
+        mean_duration=1.0,
+        local_mean_duration=0.2,
+        poll_interval=0.3,
+    )
+    session = DemoSession(config)
+    steps: list[str] = []
+    try:
+        socket = await session.start(on_step=steps.append)
+        served = [found.path for found in discover_sessions(clean_stale=False)]
+    finally:
+        await session.stop()
+    assert socket in served
+    assert steps == [
+        "launching the simulated DIRAC grid",
+        "launching the backends' clients",
+        "preparing 30 jobs",
+        "submitting 30 jobs",
+    ]
+    # Started again on the same state directory, it resumes the jobs instead.
+    steps.clear()
+    try:
+        await session.start(on_step=steps.append)
+    finally:
+        await session.stop()
+    assert steps == ["launching the simulated DIRAC grid", "launching the backends' clients", "restoring 30 jobs"]
