@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -179,18 +180,33 @@ class GangaSession:
             "GM_SOCKET": str(self.socket),
             "GM_RESULT": str(result_file),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS), os.environ.get("PYTHONPATH")])),
+            # A session that hangs is sent SIGABRT: every thread's stack then goes to its stderr.
+            "PYTHONFAULTHANDLER": "1",
         }
-        completed = subprocess.run(
+        with subprocess.Popen(
             self.command(script, args, options),
             cwd=self.root,
             env=environment,
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
-        )
+        ) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGABRT)
+                try:
+                    stdout, stderr = process.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    stdout, stderr = process.communicate()
+                pytest.fail(
+                    f"Ganga did not end within {timeout:.0f}s; its output ends:\n{stdout[-4000:]}\n"
+                    f"its threads when stopped (stderr):\n{stderr[-12000:]}"
+                )
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        return GangaRun(completed.returncode, completed.stdout, completed.stderr, result)
+        return GangaRun(process.returncode, stdout, stderr, result)
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ from monitor_core.sim.dirac_grid import DiracGridProcess
 from .conftest import DiracGrid, GangaRun, GangaSession
 from .helpers import fold, of_type
 
-pytestmark = [pytest.mark.ganga, pytest.mark.slow]
+# Above the longest session's own bound (300 s) and its stack dump: a hung session is reported
+# with every thread's stack, not cut short by the suite's timeout.
+pytestmark = [pytest.mark.ganga, pytest.mark.slow, pytest.mark.timeout(420)]
 
 SEPARATE = 3
 SPLIT = 46
