@@ -416,7 +416,8 @@ class _Run:
         mine = os.getpid()
         local_jobs = local_job_sessions(survivors, self.state_dir)
         for process in survivors:
-            with contextlib.suppress(psutil.Error):
+            # OSError: os.getsid of a process that ended since it was listed.
+            with contextlib.suppress(psutil.Error, OSError):
                 if process.pid == mine:
                     continue
                 command = " ".join(process.cmdline())
