@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Final
 
+from .._files import write_whole
 from ._dirac_service import DiracSimConfig, DiracSimService, ServiceError
 
 __all__ = ["DiracSimServer", "main"]
@@ -297,9 +298,7 @@ def _announce(state_dir: Path, port: int, restored: int) -> Path:
     """Write who and where this grid is, and how many jobs it took back, for a session to find."""
     grid_file = state_dir / GRID_FILE
     me = {"pid": os.getpid(), "started": _process_start_time(os.getpid()), "port": port, "restored": restored}
-    temporary = grid_file.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(me))
-    os.replace(temporary, grid_file)  # whole or absent, never half-written
+    write_whole(grid_file, json.dumps(me))
     return grid_file
 
 

@@ -32,6 +32,7 @@ from typing import Final
 from .._bus import EventBus, Subscription, SubscriptionClosed, SubscriptionStatistics
 from .._commands import Command, SelectEvents
 from .._events import CommandAcked, Event, Snapshot
+from .._files import write_whole
 from .._memory import release_free_memory
 from .._time_slice import TimeSlice
 from ._codec import (
@@ -455,10 +456,7 @@ class SocketServer:
         # Whole before the socket answers: a viewer that found the socket first read a session
         # without its pid (the info file not yet written, or half written).
         info = {"session": self.session, "pid": os.getpid(), "started_at": time.time(), "description": self.description}
-        partial = self.info_path.with_name(self.info_path.name + ".partial")
-        partial.write_text(json.dumps(info))
-        partial.chmod(0o600)
-        partial.replace(self.info_path)
+        write_whole(self.info_path, json.dumps(info), mode=0o600)
         self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
         # The directory is 0700 already; the socket's own mode is the second lock.
         self.path.chmod(0o600)
