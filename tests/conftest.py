@@ -81,3 +81,14 @@ async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - see the docstring
             await asyncio.sleep(0.005)
+
+
+async def local_job_started(workdir: Path, backend_id: str) -> tuple[int, float]:
+    """Wait until the local backend working in ``workdir`` has started a job's process: its pid and start time.
+
+    Read from the ``pid`` file the backend writes into the job's directory once the process runs.
+    """
+    pid_file = workdir / backend_id / "pid"
+    await until(pid_file.exists)
+    pid, started = pid_file.read_text().split()
+    return int(pid), float(started)

@@ -13,7 +13,7 @@ from monitor_core import JobSpec
 from monitor_core.backends.local import LocalBackend
 from monitor_core.sim._workload import local_command
 
-from ..conftest import until
+from ..conftest import local_job_started, until
 
 
 async def test_a_running_local_job_and_its_children_are_the_jobs_session_and_a_stranger_is_not(
@@ -27,9 +27,8 @@ async def test_a_running_local_job_and_its_children_are_the_jobs_session_and_a_s
     spec = JobSpec(name="long", backend="local", command=local_command("long", 30, 0))
     (backend_id,) = await backend.submit([spec])
     try:
-        pid_file = state_dir / "local" / backend_id / "pid"
-        await until(pid_file.exists)
-        wrapper = psutil.Process(int(pid_file.read_text().split()[0]))
+        pid, _ = await local_job_started(state_dir / "local", backend_id)
+        wrapper = psutil.Process(pid)
         await until(lambda: wrapper.children(recursive=True))
         job_processes = [wrapper, *wrapper.children(recursive=True)]
         everyone = [*job_processes, psutil.Process(stranger.pid), psutil.Process(os.getpid())]

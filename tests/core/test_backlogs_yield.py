@@ -52,6 +52,20 @@ async def _turns_given_away(work: Callable[[], Awaitable[object]]) -> int:
     return turns
 
 
+def _planner_rounds(monkeypatch: pytest.MonkeyPatch, planning: str) -> list[bool]:
+    """What each call of the lane's ``planning`` method returned (True: some left for another round)."""
+    rounds: list[bool] = []
+    plan = getattr(Lane, planning)
+
+    def counted(lane: Lane, *args: object) -> bool:
+        more: bool = plan(lane, *args)
+        rounds.append(more)
+        return more
+
+    monkeypatch.setattr(Lane, planning, counted)
+    return rounds
+
+
 def _backend() -> ScriptedBackend:
     # Polled only after the test's measurement: the polls' own yields would count too.
     return ScriptedBackend(
@@ -78,15 +92,7 @@ async def test_submitting_and_tracking_many_jobs_yields_whenever_the_slice_is_sp
 async def test_the_planner_batches_a_big_backlog_in_rounds_as_long_as_its_slice(
     make_scheduler: MakeScheduler, monkeypatch: pytest.MonkeyPatch, spent: bool
 ) -> None:
-    rounds: list[bool] = []
-    plan_due = Lane._plan_due
-
-    def counted(lane: Lane, *args: object) -> bool:
-        more = plan_due(lane, *args)  # type: ignore[arg-type]
-        rounds.append(more)
-        return more
-
-    monkeypatch.setattr(Lane, "_plan_due", counted)
+    rounds = _planner_rounds(monkeypatch, "_plan_due")
     backend = _backend()
     # Polls never answer, so every planned batch stays in the lane's operations to be counted.
     backend.mode = "hang"
@@ -142,15 +148,7 @@ async def test_saving_many_jobs_lets_the_loop_in_whenever_the_slice_is_spent(
 async def test_polling_many_jobs_now_is_planned_in_rounds_as_long_as_its_slice(
     make_scheduler: MakeScheduler, monkeypatch: pytest.MonkeyPatch, spent: bool
 ) -> None:
-    rounds: list[bool] = []
-    plan_urgent = Lane._plan_urgent
-
-    def counted(lane: Lane, *args: object) -> bool:
-        more = plan_urgent(lane, *args)  # type: ignore[arg-type]
-        rounds.append(more)
-        return more
-
-    monkeypatch.setattr(Lane, "_plan_urgent", counted)
+    rounds = _planner_rounds(monkeypatch, "_plan_urgent")
     backend = _backend()
     # Polls never answer, so every planned batch stays in the lane's operations to be counted.
     backend.mode = "hang"

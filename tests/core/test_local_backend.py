@@ -20,7 +20,7 @@ from monitor_core.backends import Capabilities, StatusReport
 from monitor_core.backends.local import LocalBackend
 from monitor_core.sim import local_command
 
-from ..conftest import until
+from ..conftest import local_job_started, until
 from .conftest import FAST
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,7 +92,7 @@ async def test_a_process_started_elsewhere_is_adopted_and_its_exit_found(tmp_pat
     first = LocalBackend(workdir, capabilities=SLOW_POLL)
     await first.start()
     (backend_id,) = await first.submit([spec("adopted", 0.5, 4)])
-    await until(lambda: (workdir / backend_id / "pid").exists(), within=10)
+    await local_job_started(workdir, backend_id)
     await first.close()
     # A new backend (a restarted session) did not start this process: it adopts it.
     second = LocalBackend(workdir, capabilities=SLOW_POLL)
@@ -124,8 +124,7 @@ async def test_a_vanished_process_without_exit_code_is_failed_not_lost(tmp_path:
     await backend.start()
     try:
         (backend_id,) = await backend.submit([spec("victim", 30, 0)])
-        await until(lambda: (workdir / backend_id / "pid").exists(), within=10)
-        pid = int((workdir / backend_id / "pid").read_text().split()[0])
+        pid, _ = await local_job_started(workdir, backend_id)
         os.killpg(pid, signal.SIGKILL)
         report = await polled_until_final(backend, backend_id)
         assert report.status == JobStatus.FAILED
@@ -173,10 +172,8 @@ async def test_the_start_time_is_recorded_at_submit(tmp_path: Path) -> None:
     await backend.start()
     try:
         (backend_id,) = await backend.submit([spec("timed", 5, 0)])
-        pid_file = tmp_path / "local" / backend_id / "pid"
-        await until(pid_file.exists, within=10)
-        pid_text, started_text = pid_file.read_text().split()
-        assert abs(psutil.Process(int(pid_text)).create_time() - float(started_text)) < 0.05
+        pid, started = await local_job_started(tmp_path / "local", backend_id)
+        assert abs(psutil.Process(pid).create_time() - started) < 0.05
         await backend.kill(backend_id)
         report = await polled_until_final(backend, backend_id)
         assert report.status == JobStatus.KILLED
@@ -198,9 +195,8 @@ async def test_a_kill_while_the_jobs_process_is_being_started_ends_that_process(
     await backend.start()
     try:
         (backend_id,) = await backend.submit([spec("long", 30, 0)])
-        pid_file = tmp_path / "local" / backend_id / "pid"
-        await until(pid_file.exists, within=10)
-        process = psutil.Process(int(pid_file.read_text().split()[0]))
+        pid, _ = await local_job_started(tmp_path / "local", backend_id)
+        process = psutil.Process(pid)
         await backend.kill(backend_id)
         report = await polled_until_final(backend, backend_id)
         assert report.status == JobStatus.KILLED
