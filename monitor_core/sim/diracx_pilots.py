@@ -6,7 +6,8 @@ with an administrator's), and only along paths DIRAC's state machine allows:
 
 * ``Received -> Checking -> Waiting`` (the optimizers), in one timed update per job;
 * ``Waiting -> Matched -> Running`` when a pilot slot is free (the matcher and a pilot); a
-  match whose answer was lost is read back before it is run or matched again;
+  match whose answer was lost is read back each round, and run once the service shows it
+  ``Running``, until it is matched again;
 * heartbeats while running (``PATCH /api/jobs/heartbeat``), which also bring back the
   ``Kill`` commands of jobs the user killed, as a real job agent learns of them;
 * at the end ``Completing -> Done`` or ``Completing -> Failed`` after uploading an output
@@ -278,24 +279,36 @@ class PilotFleet:
         try:
             await self._set(updates)
         except BackendError:
-            # A restart can cut the request after the service applied it: which of these
-            # are Running is read next round, and the rest are matched again.
+            # A restart can cut the request after the service applied it, and a request the
+            # pilot gave up on can still be applied later: which of these are Running is read
+            # next round, and the rest are matched again.
             self._unconfirmed.update(matched)
             raise
         self.running.update(matched)
+        for job_id in matched:
+            self._unconfirmed.pop(job_id, None)
 
     async def _confirm(self) -> None:
-        """Adopt the matches the service took although its answer was lost."""
+        """Adopt the matches the service took although their answer was lost.
+
+        A match still ``Waiting`` stays unconfirmed until it is matched again: the lost request
+        may yet be applied (the service still working on it when the pilot gave up), and a job
+        it moves to ``Running`` is in no ``Waiting`` search, so forgetting it would leave it
+        running at the service with no pilot, for ever.
+        """
         if not self._unconfirmed:
             return
         ids = sorted(self._unconfirmed)
         rows = await self._search_by({"parameter": "JobID", "operator": "in", "values": ids}, len(ids))
+        waiting: set[int] = set()
         for row in rows:
             job_id = int(row["JobID"])
             if row.get("Status") == "Running" and job_id in self._unconfirmed:
                 self.running[job_id] = self._unconfirmed[job_id]
                 self.counters.confirmed_late += 1
-        self._unconfirmed.clear()
+            elif row.get("Status") == "Waiting":
+                waiting.add(job_id)
+        self._unconfirmed = {job_id: run for job_id, run in self._unconfirmed.items() if job_id in waiting}
 
     async def _heartbeat(self) -> None:
         now = time.monotonic()

@@ -217,6 +217,46 @@ async def test_a_match_the_service_took_before_its_answer_was_lost_still_runs(di
         await backend.close()
 
 
+async def test_a_match_the_service_applies_after_the_pilot_gave_up_on_it_still_runs(
+    diracx_service: DiracxService,
+) -> None:
+    backend = diracx_service.backend()
+    fleet = diracx_service.fleet(PilotConfig(scan_interval=0.3), plan=lambda _, name: JobPlan(0.5, "done"))
+    sent, searched = fleet.pilot.json, fleet.agent.json
+    held: list[tuple[str, str, dict[str, Any]]] = []
+    landed: list[str] = []
+
+    async def give_up_before_the_service_applies(method: str, path: str, **options: Any) -> Any:
+        # The pilot's request times out while the service still holds it ...
+        if not held and path == "/api/jobs/status" and '"Matched"' in json.dumps(options.get("json_body")):
+            held.append((method, path, options))
+            raise BackendError("timed out")
+        return await sent(method, path, **options)
+
+    async def apply_after_the_next_confirmation(method: str, path: str, **options: Any) -> Any:
+        answer = await searched(method, path, **options)
+        # ... and applies it just after the pilot's next look found the jobs still Waiting.
+        condition = (options.get("json_body") or {}).get("search", [{}])[0]
+        if held and not landed and condition.get("parameter") == "JobID":
+            late_method, late_path, late_options = held[0]
+            await sent(late_method, late_path, **late_options)
+            landed.append(late_path)
+        return answer
+
+    fleet.pilot.json = give_up_before_the_service_applies  # type: ignore[method-assign]
+    fleet.agent.json = apply_after_the_next_confirmation  # type: ignore[method-assign]
+    try:
+        ids = await backend.submit(specs("late", 3))
+        async with fleet:
+            result = await poll_until_final(backend, ids)
+        assert landed
+        assert [r.status for r in result.reports] == [JobStatus.COMPLETED] * 3
+        assert fleet.counters.confirmed_late == 3
+    finally:
+        await fleet.close()
+        await backend.close()
+
+
 def test_sandboxes_unpack_from_bz2_and_zst_and_refuse_the_rest(tmp_path: Path) -> None:
     bz2 = make_sandbox({"std.out": b"from bz2\n"})
     assert unpack_sandbox(bz2, tmp_path) == ["std.out"]
