@@ -108,6 +108,8 @@ class JobRow:
     """The id as a number, or ``TEXT_ID`` when it is not one (an int, not a key tuple: 56 bytes a job less)."""
     search_text: str | None = None
     """What the filter's words are looked for in, lower case; made when first searched, dropped on change."""
+    view_mark: int = 0
+    """The number of the last filtered view that held this row (see :class:`~ganga_tui.views.jobs.JobsView`)."""
     history: bytes = b""
     """The job's latest transitions, packed (see :class:`~ganga_tui.views.history.Histories`)."""
 
