@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     key_timeout = args.key_timeout if args.key_timeout is not None else (8.0 if args.quick else 15.0)
     label = args.label or ("--quick" if args.quick else "full run")
-    label += f"; {platform.node()} {platform.machine()}, Python {platform.python_version()}"
+    label += f"; {platform.node()} {platform.machine()} ({_processor()}), Python {platform.python_version()}"
     if args.profile:
         label += "; profiled with py-spy (timings perturbed)"
     runs = []
@@ -178,6 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot: {picture}")
     failed = [run for run in runs if not run["keys"]["by_key"]["all keys"]["n"]]
     return 1 if failed else 0
+
+
+def _processor() -> str:
+    """The processor's model as the kernel names it: two runs on different hosts differ by more than a change does."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "processor unknown"
+    model = fields.get("model name", platform.processor() or "processor unknown")
+    if "cpu family" in fields and "model" in fields:
+        model += f", family {fields['cpu family']} model {fields['model']}"
+    return model
 
 
 if __name__ == "__main__":
