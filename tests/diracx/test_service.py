@@ -19,7 +19,7 @@ from monitor_core import JobSpec, JobStatus
 from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable, PollResult
 from monitor_core.backends.diracx import DiracxBackend, unpack_sandbox, user_tokens
 from monitor_core.backends.diracx_http import DiracxClient
-from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig, make_sandbox
+from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig, PilotFleet, make_sandbox
 
 from .conftest import DiracxService
 
@@ -189,9 +189,27 @@ async def test_outputs_come_from_the_presigned_url_once(diracx_service: DiracxSe
         await backend.close()
 
 
-async def test_a_match_the_service_took_before_its_answer_was_lost_still_runs(diracx_service: DiracxService) -> None:
-    backend = diracx_service.backend()
+def _quick_pilots(diracx_service: DiracxService) -> tuple[DiracxBackend, PilotFleet]:
+    """A backend, and pilots that look every 0.3 s and run each job 0.5 s to Done."""
     fleet = diracx_service.fleet(PilotConfig(scan_interval=0.3), plan=lambda _, name: JobPlan(0.5, "done"))
+    return diracx_service.backend(), fleet
+
+
+async def _three_jobs_run_from_matches_confirmed_late(backend: DiracxBackend, fleet: PilotFleet, name: str) -> None:
+    """Three jobs end Done, each run from a match the pilots learnt of only by reading it back."""
+    try:
+        ids = await backend.submit(specs(name, 3))
+        async with fleet:
+            result = await poll_until_final(backend, ids)
+        assert [r.status for r in result.reports] == [JobStatus.COMPLETED] * 3
+        assert fleet.counters.confirmed_late == 3
+    finally:
+        await fleet.close()
+        await backend.close()
+
+
+async def test_a_match_the_service_took_before_its_answer_was_lost_still_runs(diracx_service: DiracxService) -> None:
+    backend, fleet = _quick_pilots(diracx_service)
     sent = fleet.pilot.json
     lost: list[str] = []
 
@@ -205,23 +223,14 @@ async def test_a_match_the_service_took_before_its_answer_was_lost_still_runs(di
         return answer
 
     fleet.pilot.json = answer_lost_once  # type: ignore[method-assign]
-    try:
-        ids = await backend.submit(specs("lost", 3))
-        async with fleet:
-            result = await poll_until_final(backend, ids)
-        assert lost
-        assert [r.status for r in result.reports] == [JobStatus.COMPLETED] * 3
-        assert fleet.counters.confirmed_late == 3
-    finally:
-        await fleet.close()
-        await backend.close()
+    await _three_jobs_run_from_matches_confirmed_late(backend, fleet, "lost")
+    assert lost
 
 
 async def test_a_match_the_service_applies_after_the_pilot_gave_up_on_it_still_runs(
     diracx_service: DiracxService,
 ) -> None:
-    backend = diracx_service.backend()
-    fleet = diracx_service.fleet(PilotConfig(scan_interval=0.3), plan=lambda _, name: JobPlan(0.5, "done"))
+    backend, fleet = _quick_pilots(diracx_service)
     sent, searched = fleet.pilot.json, fleet.agent.json
     held: list[tuple[str, str, dict[str, Any]]] = []
     landed: list[str] = []
@@ -245,16 +254,8 @@ async def test_a_match_the_service_applies_after_the_pilot_gave_up_on_it_still_r
 
     fleet.pilot.json = give_up_before_the_service_applies  # type: ignore[method-assign]
     fleet.agent.json = apply_after_the_next_confirmation  # type: ignore[method-assign]
-    try:
-        ids = await backend.submit(specs("late", 3))
-        async with fleet:
-            result = await poll_until_final(backend, ids)
-        assert landed
-        assert [r.status for r in result.reports] == [JobStatus.COMPLETED] * 3
-        assert fleet.counters.confirmed_late == 3
-    finally:
-        await fleet.close()
-        await backend.close()
+    await _three_jobs_run_from_matches_confirmed_late(backend, fleet, "late")
+    assert landed
 
 
 def test_sandboxes_unpack_from_bz2_and_zst_and_refuse_the_rest(tmp_path: Path) -> None:
