@@ -79,6 +79,10 @@ _FRAME: Final = 1 / 30
 """At most one fold (and one repaint) per this many seconds."""
 _GC_EVERY: Final = 20.0
 """Seconds between two full garbage collections, once the app runs them itself."""
+_SWEEP_EVERY: Final = 300.0
+"""Seconds between two sweeps of the frozen objects too (see :meth:`CollectionPace.sweep`)."""
+_SWEEP_QUIET: Final = 1.0
+"""Seconds without a key before a sweep's quarter of a second is spent (unless one is overdue)."""
 _FOLD_STALL: Final = 2.0
 """Seconds with events waiting and no fold before the tick starts one itself."""
 _FOLD_BUDGET: Final = 0.02
@@ -232,7 +236,7 @@ class GangaMonitorApp(App[int]):
         """Batches folded (at most one a frame)."""
         self.gc_pace: CollectionPace | None = None
         """The full collections' schedule, once the app holds enough jobs to need one."""
-        self._collected_at = time.monotonic()
+        self._collected_at = self._swept_at = time.monotonic()
         self._trim: asyncio.Future[bool] | None = None
         """Freed memory being handed back to the system after the last full collection."""
         self._snapshot_trim: asyncio.Future[bool] | None = None
@@ -545,13 +549,22 @@ class GangaMonitorApp(App[int]):
 
         With the collector's own full passes off, cyclic garbage waits for the pace; the view
         makes some (0.45 MB a second in a 100,000-job flood), so it is collected often, and
-        only ever between keys. Each pass walks only what the last one left unfrozen.
+        only ever between keys. Each pass walks only what the last one left unfrozen; every
+        ``_SWEEP_EVERY``, once no key has come for ``_SWEEP_QUIET``, a sweep walks everything.
         """
         pace = self.gc_pace
-        if pace is None or time.monotonic() - self._collected_at < _GC_EVERY:
+        now = time.monotonic()
+        if pace is None or now - self._collected_at < _GC_EVERY:
             return
-        self._collected_at = time.monotonic()
-        pace.collect()
+        self._collected_at = now
+        since_sweep = now - self._swept_at
+        if (since_sweep >= _SWEEP_EVERY and now - self.input_at >= _SWEEP_QUIET) or since_sweep >= 2 * _SWEEP_EVERY:
+            # Each pass froze whatever was alive, a screen being looked at among it; once closed,
+            # such a screen is cyclic garbage that only a sweep finds.
+            self._swept_at = now
+            pace.sweep()
+        else:
+            pace.collect()
         # What the pass freed, and what folding and decoding let go of since (a 100,000-job
         # snapshot's tens of MB among it), stays in the C allocator's heap until handed back:
         # 46 MB of a viewer's 316 at 100,000 jobs. Off the loop: it walks the whole heap.

@@ -14,6 +14,8 @@ __all__ = ["SORT_KEYS", "JobFilter", "SortKey", "sort_value"]
 
 SortKey = Literal["id", "name", "backend", "status", "updated", "next_poll", "warnings"]
 SORT_KEYS: Final[tuple[SortKey, ...]] = ("id", "name", "backend", "status", "updated", "next_poll", "warnings")
+_SHARED_TEXTS: Final = 4096
+"""Groups and details a filter remembers the answer for (a few hundred in practice)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,7 @@ class JobFilter:
         """:meth:`matches` as one function made for this filter's criteria alone.
 
         A view of 100,000 rows is filtered by calling it on each: the criteria not in use are
-        not looked at per row, and one word costs one substring test (8 ms for 100,000 rows,
-        against 68 ms for a general test).
+        not looked at per row (a general test cost 68 ms for 100,000 rows).
         """
         tests: list[Callable[[JobRow], bool]] = []
         if self.statuses:
@@ -104,10 +105,10 @@ class JobFilter:
             tests.append(lambda row: bool(row.warnings))
         words = self.text.split()
         if len(words) == 1:
-            word = words[0]
-            tests.append(lambda row: word in row.searchable())
+            tests.append(_contains(words[0]))
         elif words:
-            tests.append(lambda row: all(word in row.searchable() for word in words))
+            contains = [_contains(word) for word in words]
+            tests.append(lambda row: all(test(row) for test in contains))
         if not tests:
             return lambda row: True
         # Chained with ``and``, cheapest first: a generator per row would cost more than the tests.
@@ -131,6 +132,39 @@ class JobFilter:
             return False
         words = self.text.split()
         return all(any(old in new for new in words) for old in other.text.split())
+
+
+def _contains(word: str) -> Callable[[JobRow], bool]:
+    """Whether ``word`` (lower case, no spaces) is in a row's id, name, group or backend detail, in any case.
+
+    Field by field, made lower case as they are read, not kept: a row's lower-case text, kept
+    once searched, held 120 bytes a job (12 MB at 100,000) from the first filter on. A word has
+    no spaces, so it lies within one field or in none. Groups and details are texts many jobs
+    share: whether each holds the word is worked out once.
+    """
+    shared: dict[str, bool] = {}
+
+    def in_shared(text: str) -> bool:
+        found = shared.get(text)
+        if found is None:
+            if len(shared) >= _SHARED_TEXTS:
+                shared.clear()
+            found = shared[text] = word in text.lower()
+        return found
+
+    def test(row: JobRow) -> bool:
+        record = row.record
+        group = shared.get(record.group)
+        if group is None:
+            group = in_shared(record.group)
+        if group or word in record.name.lower():
+            return True
+        info = shared.get(record.info)
+        if info is None:
+            info = in_shared(record.info)
+        return info or word in record.job_id.lower()
+
+    return test
 
 
 def _both(first: Callable[[JobRow], bool], second: Callable[[JobRow], bool]) -> Callable[[JobRow], bool]:

@@ -106,8 +106,6 @@ class JobRow:
     """Arrival position, the tie-breaker of every sort."""
     id_number: int = 0
     """The id as a number, or ``TEXT_ID`` when it is not one (an int, not a key tuple: 56 bytes a job less)."""
-    search_text: str | None = None
-    """What the filter's words are looked for in, lower case; made when first searched, dropped on change."""
     view_mark: int = 0
     """The number of the last filtered view that held this row (see :class:`~ganga_tui.views.jobs.JobsView`)."""
     history: bytes = b""
@@ -152,14 +150,6 @@ class JobRow:
     def collect_error(self) -> str | None:
         """Why the outputs could not be collected, when they could not."""
         return self.record.collect_error
-
-    def searchable(self) -> str:
-        """The id, name, group and detail in lower case, for the filter's words."""
-        text = self.search_text
-        if text is None:
-            record = self.record
-            text = self.search_text = f"{record.job_id} {record.name} {record.group} {record.info}".lower()
-        return text
 
     @property
     def id_key(self) -> tuple[int, str]:

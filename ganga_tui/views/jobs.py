@@ -156,7 +156,6 @@ class JobsView:
         confirmed = fold.confirmed_at.get(job_id)
         row.last_confirmed = record.last_confirmed if confirmed is None else max(confirmed, record.last_confirmed)
         row.next_poll_at = fold.next_poll.get(job_id, record.next_poll_at) if record.status.is_active else None
-        row.search_text = None
         row.version += 1
 
     # -- the table's view ------------------------------------------------------------------------

@@ -77,3 +77,23 @@ async def test_a_pace_without_a_schedule_collects_only_when_asked() -> None:
         await pace.aclose()
         gc.unfreeze()
     assert gc.get_threshold() == before
+
+
+async def test_a_cycle_frozen_while_alive_is_found_by_a_sweep_and_not_by_a_pass() -> None:
+    pace = CollectionPace(every=None)
+    pace.start()
+    try:
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first
+        pace.collect()  # alive now: frozen with the survivors, as a screen being looked at is
+        cycle = weakref.ref(first)
+        del first, second
+        pace.collect()
+        assert cycle() is not None, "a pass leaves the frozen objects alone"
+        assert pace.sweep() >= 2
+        assert cycle() is None
+        assert (pace.collections, pace.sweeps) == (3, 1)
+        assert gc.get_freeze_count() > 0, "what survives a sweep is frozen again"
+    finally:
+        await pace.aclose()
+        gc.unfreeze()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 
 import pytest
 from textual.screen import Screen
@@ -59,6 +60,22 @@ async def test_a_hundred_thousand_jobs_fill_scroll_filter_and_sort(monkeypatch: 
         # And what it freed goes back to the system, off the loop.
         assert app._trim is not None
         assert isinstance(await app._trim, bool)
+        # A sweep of the frozen objects too, once due, waits for a pause in the keys...
+        app._swept_at -= 400
+        app._collected_at -= 60
+        app.input_at = time.monotonic() - 0.5  # a key half a second ago: the tick runs, a sweep waits
+        app._on_tick()
+        assert (app.gc_pace.collections, app.gc_pace.sweeps) == (2, 0)
+        app._collected_at -= 60
+        app.input_at -= 5
+        app._on_tick()
+        assert (app.gc_pace.collections, app.gc_pace.sweeps) == (3, 1)
+        # ...but not for ever.
+        app._swept_at -= 700
+        app._collected_at -= 60
+        app.input_at = time.monotonic() - 0.5
+        app._on_tick()
+        assert app.gc_pace.sweeps == 2
         jobs = app.main_screen.query_one(JobTable)
         assert app.store.row_count == JOBS
         assert jobs.virtual_size.height == JOBS + 1
