@@ -374,9 +374,7 @@ class OutputCollection:
 
     def _outputs_settled(self, job_id: str) -> None:
         self._fetch_attempts.pop(job_id, None)
-        since = self._waiting_outputs.pop(job_id, None)
-        if since is not None:
-            self.health.end_to_collected.append(self._clock.now() - since)
+        self._waiting_outputs.pop(job_id, None)
 
     def _on_local_fault(self, op: Operation, job: Job, exc: OSError) -> None:
         """A disk fault on this machine: this lane's fetches back off; the job waits, nothing is lost."""

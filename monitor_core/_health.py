@@ -60,8 +60,6 @@ class LaneHealth:
         """Status lag, one sample per publication."""
         self.results_lag_samples: deque[float] = deque(maxlen=lag_samples_kept)
         """Results lag, one sample per publication."""
-        self.end_to_collected: deque[float] = deque(maxlen=lag_samples_kept)
-        """Seconds from a job reported finished to its outputs in the session, one per job."""
         self.poll_latency = LatencyWindow()
         self.fetch_latency = LatencyWindow()
 

@@ -66,6 +66,21 @@ async def test_exits_are_detected_by_event_with_exit_codes_and_outputs(tmp_path:
     assert "simulated failure" in (scheduler.outputs.path(bad.job_id) / "stderr").read_text()
 
 
+async def test_a_finished_job_keeps_no_process_object_and_leaves_its_ids_uninterned(tmp_path: Path) -> None:
+    backend = LocalBackend(tmp_path / "local", capabilities=SLOW_POLL)
+    async with Scheduler([backend], bus=EventBus(), outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:
+        (job,) = await scheduler.submit([spec("ok", 0.1, 0)])
+        async with asyncio.timeout(20):
+            await scheduler.wait_all_final()
+    assert job.status == JobStatus.COMPLETED
+    assert job.backend_id is not None
+    # Kept for the session's life, per job: no reaped process's object (350 bytes)...
+    assert backend._jobs[job.backend_id].process is None
+    # ...and no entry in the interpreter's table of interned strings for its ids.
+    assert sys.intern("".join(list(job.backend_id))) is not job.backend_id
+    assert sys.intern("".join(list(job.job_id))) is not job.job_id
+
+
 async def test_jobs_beyond_the_slot_limit_wait_then_run(tmp_path: Path) -> None:
     backend = LocalBackend(tmp_path / "local", max_running=2, capabilities=SLOW_POLL)
     async with Scheduler([backend], bus=EventBus(), outputs=OutputSink(tmp_path / "out"), config=FAST) as scheduler:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from monitor_core._outputs import OutputSink
@@ -24,3 +25,12 @@ def test_jobs_that_wrote_the_same_files_share_one_list_of_names(tmp_path: Path) 
     assert first is second, "kept for every collected job for the session's life: one tuple, not one a job"
     assert third == ("other.root", "std.out")
     assert third[1] is first[1], "and one string per name"
+
+
+def test_a_jobs_directory_leaves_its_id_out_of_the_interned_strings(tmp_path: Path) -> None:
+    sink = OutputSink(tmp_path / "outputs")
+    job_id = "".join(["job-", "58", "29371"])  # made at run time, as a session makes its ids
+    _collect(sink, job_id, ["std.out"])
+    assert sink.path(job_id).name == job_id
+    # Interned, the id would keep an entry in the interpreter's table for the job's life.
+    assert sys.intern("".join(["job-", "5829371"])) is not job_id
