@@ -142,29 +142,29 @@ def _contains(word: str) -> Callable[[JobRow], bool]:
     no spaces, so it lies within one field or in none. Groups and details are texts many jobs
     share: whether each holds the word is worked out once.
     """
-    shared: dict[str, bool] = {}
-
-    def in_shared(text: str) -> bool:
-        found = shared.get(text)
-        if found is None:
-            if len(shared) >= _SHARED_TEXTS:
-                shared.clear()
-            found = shared[text] = word in text.lower()
-        return found
+    shared = _Answers(word)
 
     def test(row: JobRow) -> bool:
         record = row.record
-        group = shared.get(record.group)
-        if group is None:
-            group = in_shared(record.group)
-        if group or word in record.name.lower():
-            return True
-        info = shared.get(record.info)
-        if info is None:
-            info = in_shared(record.info)
-        return info or word in record.job_id.lower()
+        return (
+            shared[record.group] or word in record.name.lower() or shared[record.info] or word in record.job_id.lower()
+        )
 
     return test
+
+
+class _Answers(dict[str, bool]):
+    """Whether each text holds a word, worked out the first time the text is asked about."""
+
+    def __init__(self, word: str) -> None:
+        super().__init__()
+        self.word = word
+
+    def __missing__(self, text: str) -> bool:
+        if len(self) >= _SHARED_TEXTS:
+            self.clear()
+        found = self[text] = self.word in text.lower()
+        return found
 
 
 def _both(first: Callable[[JobRow], bool], second: Callable[[JobRow], bool]) -> Callable[[JobRow], bool]:

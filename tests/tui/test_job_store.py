@@ -184,6 +184,24 @@ def test_filter_words_parse_and_match() -> None:
     assert not JobFilter.parse("").active
 
 
+def test_filter_words_are_found_in_any_field_in_any_case_and_each_word_must_be() -> None:
+    row = JobRow(
+        JobRecord(job_id="A17", backend="grid", status=S.RUNNING, name="Higgs.Fit", group="Run2", info="Done: OK")
+    )
+
+    def matches(query: str) -> bool:
+        return JobFilter.parse(query).matches(row)
+
+    assert all(matches(query) for query in ("a17", "HIGGS", "fit", "run2", "done:", "ok", "run2 higgs"))
+    assert not matches("fit run3"), "every word must be found"
+    assert not matches("fitrun2"), "a word lies within one field"
+    many = [
+        JobRow(JobRecord(job_id=str(n), backend="grid", status=S.RUNNING, group="Run2", info="Done")) for n in range(5)
+    ]
+    predicate = JobFilter.parse("run2").predicate()
+    assert all(predicate(each) for each in many), "rows sharing a group each match through it"
+
+
 def test_view_rebuilds_only_when_membership_or_order_may_change() -> None:
     store = loaded()
     assert not store.view_dirty
