@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Final
 
+from ._paths import joined
+
 __all__ = ["OutputSink"]
 
 
@@ -39,10 +41,7 @@ class OutputSink:
 
     def path(self, job_id: str) -> Path:
         """The directory holding a job's collected output."""
-        # Joined as text, not ``self.root / job_id``: pathlib interns each part it parses, and the
-        # ids live as long as their jobs, each keeping an entry in the interpreter's table of
-        # interned strings, which never shrinks (3.8 MB at 100,000 jobs).
-        return Path(os.path.join(self.root, job_id))
+        return Path(joined(self.root, job_id))
 
     def collected(self, job_id: str) -> bool:
         """Whether the job's output was already collected."""

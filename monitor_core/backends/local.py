@@ -31,6 +31,7 @@ from typing import Final
 import psutil
 
 from .._model import JobSpec, JobStatus
+from .._paths import joined
 from .._time_slice import TimeSlice
 from ._base import (
     Backend,
@@ -182,19 +183,13 @@ class LocalBackend(Backend):
         # The demo's 100,000 jobs have 10,000 local ones: made in one go, 30 ms of the loop.
         time_slice = TimeSlice()
         for backend_id, spec in numbered:
-            self._jobs[backend_id] = _LocalJob(self._directory_text(backend_id), spec.command)
+            self._jobs[backend_id] = _LocalJob(joined(self.workdir, backend_id), spec.command)
             self._waiting.append(backend_id)
             ids.append(backend_id)
             if time_slice.spent():
                 await time_slice.yield_to_loop()
         self._start_wanted.set()
         return ids
-
-    def _directory_text(self, backend_id: str) -> str:
-        # Joined as text: ``workdir / backend_id`` would intern the id (pathlib interns each part
-        # it parses), and an interned string that lives on keeps an entry in the interpreter's
-        # table of them: 40 bytes a job, and a table that never shrinks.
-        return os.path.join(self.workdir, backend_id)
 
     def adopt(self, backend_id: str) -> None:
         """Take over a job started by an earlier session.
@@ -204,7 +199,7 @@ class LocalBackend(Backend):
         """
         if backend_id in self._jobs:
             return
-        self._jobs[backend_id] = _LocalJob(self._directory_text(backend_id), status=JobStatus.RUNNING, adopted=True)
+        self._jobs[backend_id] = _LocalJob(joined(self.workdir, backend_id), status=JobStatus.RUNNING, adopted=True)
 
     async def _read_adopted(self, backend_ids: list[str]) -> None:
         readings = await asyncio.to_thread(lambda: {b: _read_adoption(self._jobs[b]) for b in backend_ids})
@@ -352,7 +347,7 @@ class LocalBackend(Backend):
 
     async def fetch_output(self, backend_id: str, destination: Path) -> FetchResult:
         job = self._jobs.get(backend_id)
-        directory = Path(job.directory_text if job is not None else self._directory_text(backend_id))
+        directory = job.directory if job is not None else Path(joined(self.workdir, backend_id))
         return await asyncio.to_thread(_copy_outputs, backend_id, directory, destination)
 
     async def kill(self, backend_id: str) -> None:
@@ -377,7 +372,7 @@ class LocalBackend(Backend):
 def _make_job_directories(workdir: Path, numbered: list[tuple[str, JobSpec]]) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for backend_id, spec in numbered:
-        directory = Path(os.path.join(workdir, backend_id))  # not ``workdir / backend_id``: see _directory_text
+        directory = Path(joined(workdir, backend_id))
         directory.mkdir()
         (directory / "spec.json").write_text(json.dumps({"name": spec.name, "command": list(spec.command)}))
 
