@@ -103,12 +103,7 @@ class JobFilter:
             tests.append(lambda row: row.group in groups)
         if self.warnings_only:
             tests.append(lambda row: bool(row.warnings))
-        words = self.text.split()
-        if len(words) == 1:
-            tests.append(_contains(words[0]))
-        elif words:
-            contains = [_contains(word) for word in words]
-            tests.append(lambda row: all(test(row) for test in contains))
+        tests.extend(_contains(word) for word in self.text.split())
         if not tests:
             return lambda row: True
         # Chained with ``and``, cheapest first: a generator per row would cost more than the tests.
