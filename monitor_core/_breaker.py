@@ -18,6 +18,11 @@ class CircuitBreaker:
     that doubles each time the trial fails (up to ``reset_cap``), and closes again after a
     trial succeeds.
 
+    Once it is open, only the trial's answer moves it. A call let through before it opened may
+    still end well: a stopping service refuses new connections but answers over those already
+    open. Were such an answer to close it, every waiting call would go out to be refused, and
+    the breaker would flap open and shut through the outage.
+
     Args:
         threshold: consecutive failures that open it.
         reset_after: first pause, seconds.
@@ -59,16 +64,20 @@ class CircuitBreaker:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def acquire(self) -> None:
-        """Wait until a call may be made (closed, or this call is the half-open trial)."""
+    async def acquire(self) -> bool:
+        """Wait until a call may be made (closed, or this call is the half-open trial).
+
+        Returns:
+            Whether the call is the trial: its outcome is to be recorded with ``trial=True``.
+        """
         while True:
             if self.state == "closed":
-                return
+                return False
             if self.state == "open" and self.retry_at is not None and self._clock() >= self.retry_at:
                 self._set("half_open", "trying one call")
             if self.state == "half_open" and not self._trial_out:
                 self._trial_out = True
-                return
+                return True
             changed = self._changed
             delay = None
             if self.state == "open" and self.retry_at is not None:
@@ -77,13 +86,16 @@ class CircuitBreaker:
                 async with asyncio.timeout(delay):
                     await changed.wait()
 
-    def release(self) -> None:
-        """Give back a trial slot whose call never happened (e.g. cancelled)."""
-        self._trial_out = False
-        self._changed.set()
+    def release(self, *, trial: bool) -> None:
+        """Give back the slot of a call that never happened (e.g. cancelled)."""
+        if trial:
+            self._trial_out = False
+            self._changed.set()
 
-    def record_success(self) -> None:
-        """A call succeeded."""
+    def record_success(self, *, trial: bool) -> None:
+        """A call succeeded; ``trial`` as :meth:`acquire` said."""
+        if self.state != "closed" and not trial:
+            return  # let through before the breaker opened: not news of the service now
         self.failures = 0
         self._trial_out = False
         if self.state != "closed":
@@ -91,10 +103,10 @@ class CircuitBreaker:
             self.opened_at = None
             self._set("closed", "a call succeeded")
 
-    def record_failure(self, reason: str) -> None:
-        """A call failed or timed out."""
+    def record_failure(self, reason: str, *, trial: bool) -> None:
+        """A call failed or timed out; ``trial`` as :meth:`acquire` said."""
         self.failures += 1
-        if self.state == "half_open":
+        if trial:
             self._trial_out = False
             self._reset = min(self._reset * 2, self._reset_cap)
             self.opened_at = self._clock()

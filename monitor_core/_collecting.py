@@ -214,9 +214,9 @@ class OutputCollection:
                 self._fetch_wakeup.clear()
                 delay = self._fetch_delay()
                 if delay == 0.0:
-                    await self.breaker.acquire()
+                    trial = await self.breaker.acquire()
                     if self._fetch_delay() != 0.0:
-                        self.breaker.release()
+                        self.breaker.release(trial=trial)
                         continue
                     job_id = self._fetches.pop()
                     assert job_id is not None
@@ -224,7 +224,7 @@ class OutputCollection:
                         self.allowance.take("fetch", self._clock.now())
                     # Counted now, not when the task first runs, so the next turn sees the slot taken.
                     self.fetches_in_flight += 1
-                    fetches.create_task(self._fetch(job_id), name=f"monitor[lane={self.name}].fetch")
+                    fetches.create_task(self._fetch(job_id, trial=trial), name=f"monitor[lane={self.name}].fetch")
                     continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -242,8 +242,11 @@ class OutputCollection:
             return self.allowance.wait_time("fetch", now)
         return 0.0
 
-    async def _fetch(self, job_id: str) -> None:
-        """Collect one job's outputs: one attempt, hedged when slow, settled exactly once."""
+    async def _fetch(self, job_id: str, *, trial: bool) -> None:
+        """Collect one job's outputs: one attempt, hedged when slow, settled exactly once.
+
+        ``trial``: the attempt is the breaker's half-open trial (see :meth:`CircuitBreaker.acquire`).
+        """
         book, sink = self._book, self._context.outputs
         job = book.jobs[job_id]
         op = self._fetch_ops[job_id]
@@ -253,7 +256,7 @@ class OutputCollection:
                 staging = await sink.begin(job_id)
                 if staging is None:
                     # Collected before a crash cut the bookkeeping short: do not fetch twice.
-                    self.breaker.release()
+                    self.breaker.release(trial=trial)
                     files = await sink.collected_files(job_id)
                     self._finish(op, "done", changed=1)
                     await self._collected(job, files, op)
@@ -262,24 +265,24 @@ class OutputCollection:
                 if outcome == "done":
                     files = await sink.finish(job_id, staging)
             except OSError as exc:
-                self.breaker.release()
+                self.breaker.release(trial=trial)
                 self._on_local_fault(op, job, exc)
                 return
             except OutputUnavailable as exc:
-                self.breaker.record_success()  # the service answered
+                self.breaker.record_success(trial=trial)  # the service answered
                 self._finish(op, "error", error=str(exc))
                 self._settle_failure(job, f"output unavailable: {exc}", op, gone=True)
                 return
             if outcome == "done":
                 self._clear_local_fault()
                 latency = self._finish(op, "done", changed=1)
-                self.breaker.record_success()
+                self.breaker.record_success(trial=trial)
                 self.fetch_limit.on_success(latency, self.fetches_in_flight)
                 self.health.fetch_latency.add(latency)
                 await self._collected(job, files, op)
                 return
             assert error is not None
-            self.breaker.record_failure(error)
+            self.breaker.record_failure(error, trial=trial)
             self.fetch_limit.on_failure(timed_out=outcome == "timeout")
             attempts = self._fetch_attempts[job_id] = self._fetch_attempts.get(job_id, 0) + 1
             if attempts >= self._settings.fetch_max_attempts or self._draining:
@@ -291,7 +294,7 @@ class OutputCollection:
             self._finish(op, outcome, error=error, retry_in=delay)
             self._retry_later(op, delay, lambda: self._requeue_fetch(op, job))
         except asyncio.CancelledError:
-            self.breaker.release()
+            self.breaker.release(trial=trial)
             if op.op_id in self.ops and op.state == OpState.IN_FLIGHT:
                 self._finish(op, "cancelled", error="shutting down")
             raise

@@ -527,8 +527,8 @@ class Lane(OutputCollection):
         while (op := await self._next_op(self._poll_queue)) is not None:
             await self.take_call("status")
             # The breaker is asked right before the call: it may have opened while we waited.
-            await self.breaker.acquire()
-            await self._run_poll(op)
+            trial = await self.breaker.acquire()
+            await self._run_poll(op, trial=trial)
 
     def _start(self, op: Operation) -> None:
         now = self._clock.now()
@@ -643,7 +643,7 @@ class Lane(OutputCollection):
         self.health.rejections_total += 1
         self._book.reject(self.name, job_id, category, reason)
 
-    async def _run_poll(self, op: Operation) -> None:
+    async def _run_poll(self, op: Operation, *, trial: bool) -> None:
         self.in_flight += 1
         self._start(op)
         jobs = self._book.jobs
@@ -652,14 +652,14 @@ class Lane(OutputCollection):
             outcome, result, error = await self._call(lambda: self.backend.poll(backend_ids), self._poll_timeout())
         except asyncio.CancelledError:
             self.in_flight -= 1
-            self.breaker.release()
+            self.breaker.release(trial=trial)
             self._finish(op, "cancelled", error="shutting down")
             raise
         self.in_flight -= 1
         answered_at = self._clock.now()
         if outcome == "done":
             assert isinstance(result, PollResult)
-            self.breaker.record_success()
+            self.breaker.record_success(trial=trial)
             # Counted, so that another call ending meanwhile does not make the lane look idle.
             self._applying += 1
             try:
@@ -671,7 +671,7 @@ class Lane(OutputCollection):
             self._return_to_heap(op, asked_at=op.started_at)
             return
         assert error is not None
-        self.breaker.record_failure(error)
+        self.breaker.record_failure(error, trial=trial)
         if op.attempt <= self._settings.max_retries and not self._draining:
             delay = backoff_delay(op.attempt, base=self._settings.backoff_base, cap=self._settings.backoff_cap)
             self._finish(op, outcome, error=error, retry_in=delay)

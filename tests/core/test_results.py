@@ -193,11 +193,11 @@ async def test_no_fetch_is_hedged_while_the_breaker_is_not_closed(make_scheduler
         lane = scheduler.lanes["grid"]
         assert lane._hedge_after() is not None  # enough latencies: a healthy lane hedges
         for _ in range(lane.breaker.threshold):
-            lane.breaker.record_failure("service unreachable")
+            lane.breaker.record_failure("service unreachable", trial=False)
         assert lane.breaker.state == "open"
         # A service coming back is slow because it is loaded: a second request would add load.
         assert lane._hedge_after() is None
-        lane.breaker.record_success()
+        lane.breaker.record_success(trial=True)  # the half-open trial
         assert lane._hedge_after() is not None
 
 
