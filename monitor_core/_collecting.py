@@ -21,14 +21,14 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from ._events import Event, LocalFault
 from ._health import LaneHealth, LatencyWindow
 from ._limiter import AimdLimit, CallAllowance
 from ._model import Job, Operation, OpKind, OpState, Outcome
 from ._policy import backoff_delay
-from .backends._base import OutputUnavailable
+from .backends._base import OutputUnavailable, ServiceUnreachable
 
 if TYPE_CHECKING:
     from ._book import JobBook
@@ -91,6 +91,17 @@ class FetchQueue:
                     return job_id
             del self._groups[name]
         return None
+
+
+class _Attempt(NamedTuple):
+    """How one fetch attempt ended."""
+
+    outcome: Outcome
+    error: str | None
+    staging: Path
+    """The directory the attempt wrote into."""
+    unreachable: bool = False
+    """No connection to the service was made: the failure is the service's, not the job's."""
 
 
 class OutputCollection:
@@ -261,9 +272,10 @@ class OutputCollection:
                     self._finish(op, "done", changed=1)
                     await self._collected(job, files, op)
                     return
-                outcome, error, staging = await self._fetch_hedged(job, staging)
+                attempt = await self._fetch_hedged(job, staging)
+                outcome, error = attempt.outcome, attempt.error
                 if outcome == "done":
-                    files = await sink.finish(job_id, staging)
+                    files = await sink.finish(job_id, attempt.staging)
             except OSError as exc:
                 self.breaker.release(trial=trial)
                 self._on_local_fault(op, job, exc)
@@ -284,13 +296,19 @@ class OutputCollection:
             assert error is not None
             self.breaker.record_failure(error, trial=trial)
             self.fetch_limit.on_failure(timed_out=outcome == "timeout")
-            attempts = self._fetch_attempts[job_id] = self._fetch_attempts.get(job_id, 0) + 1
+            attempts = self._fetch_attempts.get(job_id, 0)
+            if not attempt.unreachable:
+                # A service that takes no connection says nothing of the job: the job waits for
+                # it (the breaker paces the asking), however long it is down.
+                attempts = self._fetch_attempts[job_id] = attempts + 1
             if attempts >= self._settings.fetch_max_attempts or self._draining:
                 self._finish(op, outcome, error=error)
                 if not self._draining:
                     self._settle_failure(job, f"{error} (after {attempts} attempts)", op)
                 return
-            delay = backoff_delay(attempts, base=self._settings.backoff_base, cap=self._settings.fetch_backoff_cap)
+            delay = backoff_delay(
+                max(attempts, 1), base=self._settings.backoff_base, cap=self._settings.fetch_backoff_cap
+            )
             self._finish(op, outcome, error=error, retry_in=delay)
             self._retry_later(op, delay, lambda: self._requeue_fetch(op, job))
         except asyncio.CancelledError:
@@ -303,11 +321,11 @@ class OutputCollection:
             self._check_idle()
             self._fetch_wakeup.set()
 
-    async def _fetch_hedged(self, job: Job, staging: Path) -> tuple[Outcome, str | None, Path]:
+    async def _fetch_hedged(self, job: Job, staging: Path) -> _Attempt:
         """One fetch attempt; past the recent p95 a second request races it, and the first answer wins.
 
         Returns:
-            The outcome, the error if any, and the staging directory holding the winner's files.
+            The winner, or the last to end when none succeeded.
 
         Raises:
             OutputUnavailable: the backend will never have the outputs.
@@ -316,17 +334,15 @@ class OutputCollection:
         sink, timeout_s = self._context.outputs, self._timeout(self.health.fetch_latency)
         backend_id = job.backend_id or ""
 
-        async def attempt(directory: Path) -> tuple[Outcome, str | None]:
-            outcome, _, error = await self._call(
+        async def attempt(directory: Path) -> _Attempt:
+            outcome, result, error = await self._call(
                 lambda: self.backend.fetch_output(backend_id, directory), timeout_s, writes_locally=True
             )
-            return outcome, error
+            return _Attempt(outcome, error, directory, unreachable=isinstance(result, ServiceUnreachable))
 
         self.health.fetches_total += 1
-        attempts: dict[asyncio.Task[tuple[Outcome, str | None]], Path] = {
-            asyncio.ensure_future(attempt(staging)): staging
-        }
-        winner: tuple[Outcome, str | None, Path] | None = None
+        attempts: dict[asyncio.Task[_Attempt], Path] = {asyncio.ensure_future(attempt(staging)): staging}
+        winner: _Attempt | None = None
         try:
             hedge_after = self._hedge_after()
             if hedge_after is not None:
@@ -339,13 +355,12 @@ class OutputCollection:
                         self.health.call_started(self._clock.now())
                         attempts[asyncio.ensure_future(attempt(second))] = second
             pending = set(attempts)
-            last: tuple[Outcome, str | None, Path] | None = None
+            last: _Attempt | None = None
             while pending and winner is None:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    outcome, error = task.result()
-                    last = (outcome, error, attempts[task])
-                    if outcome == "done" and winner is None:
+                    last = task.result()
+                    if last.outcome == "done" and winner is None:
                         winner = last
             result = winner or last
             assert result is not None
@@ -358,7 +373,7 @@ class OutputCollection:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             for directory in attempts.values():
-                if winner is None or directory != winner[2]:
+                if winner is None or directory != winner.staging:
                     with contextlib.suppress(OSError):
                         await sink.release(directory)
 

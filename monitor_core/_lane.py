@@ -52,7 +52,15 @@ from ._outputs import OutputSink
 from ._policy import AdaptiveInterval, backoff_delay
 from ._settings import SchedulerConfig
 from ._time_slice import TimeSlice
-from .backends._base import Backend, BackendError, MalformedAnswer, OutputUnavailable, PollResult, StatusReport
+from .backends._base import (
+    Backend,
+    BackendError,
+    MalformedAnswer,
+    OutputUnavailable,
+    PollResult,
+    ServiceUnreachable,
+    StatusReport,
+)
 
 __all__ = ["Lane", "LaneContext", "SchedulerConfig"]
 
@@ -608,6 +616,10 @@ class Lane(OutputCollection):
     ) -> tuple[Outcome, object, str | None]:
         """Run one backend call under a timeout (the backend's own unless given).
 
+        Returns:
+            The outcome, the call's result, and the error if it failed. The result of a call that
+            reached no service is the :class:`ServiceUnreachable` it raised.
+
         Raises:
             OutputUnavailable: passed through for the fetch path to settle the job.
             OSError: with ``writes_locally``, a fault of this machine's disk (full, read-only,
@@ -632,6 +644,8 @@ class Lane(OutputCollection):
             if writes_locally and exc.errno in _LOCAL_DISK_ERRNOS:
                 raise
             return "error", None, f"{type(exc).__name__}: {exc}"
+        except ServiceUnreachable as exc:
+            return "error", exc, str(exc)
         except BackendError as exc:
             return "error", None, str(exc)
         except Exception as exc:

@@ -9,6 +9,7 @@ from ._base import (
     OutputUnavailable,
     PollResult,
     Rejection,
+    ServiceUnreachable,
     StatusListener,
     StatusReport,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Rejection",
     "RemoteError",
     "RunnerStatistics",
+    "ServiceUnreachable",
     "StatusListener",
     "StatusReport",
     "ThreadRunner",

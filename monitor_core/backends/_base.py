@@ -19,6 +19,7 @@ __all__ = [
     "OutputUnavailable",
     "PollResult",
     "Rejection",
+    "ServiceUnreachable",
     "StatusListener",
     "StatusReport",
 ]
@@ -34,6 +35,10 @@ class MalformedAnswer(BackendError):
 
 class OutputUnavailable(BackendError):
     """The backend will never have this job's output; retrying is pointless."""
+
+
+class ServiceUnreachable(BackendError):
+    """No connection to the service could be made: its fault or the network's, not the job's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import httpx
 
-from ._base import BackendError, MalformedAnswer
+from ._base import BackendError, MalformedAnswer, ServiceUnreachable
 
 __all__ = [
     "CallStatistics",
@@ -261,7 +261,8 @@ class DiracxClient:
         """One authenticated call; 401 renews the token once, 503 is retried with backoff.
 
         Raises:
-            BackendError: the service could not be reached or kept answering 503.
+            ServiceUnreachable: no connection to the service could be made.
+            BackendError: the call failed on the way, or the service kept answering 503.
         """
         renewed = False
         for attempt in range(_RETRY_503 + 1):
@@ -272,7 +273,7 @@ class DiracxClient:
                     method, path, params=params, json=json_body, headers={"Authorization": f"Bearer {token}"}
                 )
             except httpx.HTTPError as exc:
-                raise BackendError(f"{kind}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+                raise _call_failed(kind, exc) from exc
             self.stats.count(kind, answer.request, answer)
             self._note_date(answer)
             if answer.status_code == 401 and not renewed:
@@ -324,12 +325,13 @@ class DiracxClient:
         """Fetch a presigned storage URL (no token: the signature is the credential).
 
         Raises:
-            BackendError: the storage could not be reached or refused.
+            ServiceUnreachable: no connection to the storage could be made.
+            BackendError: the download failed on the way, or the storage refused it.
         """
         try:
             answer = await self._storage.get(url)
         except httpx.HTTPError as exc:
-            raise BackendError(f"{kind}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+            raise _call_failed(kind, exc) from exc
         if answer.status_code != 200:
             raise BackendError(f"{kind}: storage answered HTTP {answer.status_code}")
         return answer.content
@@ -343,6 +345,14 @@ class DiracxClient:
         try:
             answer = await self._storage.post(url, data=fields, files={"file": ("sandbox", data)})
         except httpx.HTTPError as exc:
-            raise BackendError(f"{kind}: {type(exc).__name__}: {exc or 'connection failed'}") from exc
+            raise _call_failed(kind, exc) from exc
         if answer.status_code not in (200, 201, 204):
             raise BackendError(f"{kind}: storage answered HTTP {answer.status_code}")
+
+
+def _call_failed(kind: str, exc: httpx.HTTPError) -> BackendError:
+    """The error for a call that got no answer; refused or unanswered connections are told apart."""
+    message = f"{kind}: {type(exc).__name__}: {exc or 'connection failed'}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServiceUnreachable(message)
+    return BackendError(message)

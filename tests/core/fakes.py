@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor_core import JobSpec, JobStatus
-from monitor_core.backends import Backend, BackendError, Capabilities, FetchResult, PollResult, StatusReport
+from monitor_core.backends import (
+    Backend,
+    BackendError,
+    Capabilities,
+    FetchResult,
+    PollResult,
+    ServiceUnreachable,
+    StatusReport,
+)
 
 
 @dataclass
@@ -31,8 +39,9 @@ class CallLog:
 class ScriptedBackend(Backend):
     """Each job walks through its timeline one step per poll of it; the last step sticks.
 
-    ``mode`` switches the whole backend to ``"hang"`` (calls never answer) or ``"fail"``
-    (calls raise) at any time; ``delay`` makes every call take that long.
+    ``mode`` switches the whole backend to ``"hang"`` (calls never answer), ``"fail"`` (calls
+    raise) or ``"refuse"`` (no connection is made) at any time; ``delay`` makes every call take
+    that long.
     """
 
     def __init__(
@@ -86,6 +95,8 @@ class ScriptedBackend(Backend):
                 await self._never.wait()
             if mode == "fail":
                 raise BackendError(f"{self.name} is down")
+            if mode == "refuse":
+                raise ServiceUnreachable(f"{self.name} refused the connection")
         finally:
             self.log.in_flight -= 1
 

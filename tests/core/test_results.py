@@ -65,6 +65,23 @@ async def test_polls_are_not_delayed_by_a_fetch_flood(make_scheduler: MakeSchedu
     assert samples[-1].collect_bound > 0
 
 
+async def test_a_fetch_refused_a_connection_waits_for_the_service_however_often_it_is_refused(
+    make_scheduler: MakeScheduler,
+) -> None:
+    backend = ScriptedBackend("grid")
+    backend.fetch_mode = "refuse"  # a service stopping, or not yet started
+    config = replace(FAST, fetch_max_attempts=3, breaker_threshold=100)
+    async with make_scheduler([backend], config=config) as scheduler:
+        (job,) = await scheduler.submit(specs(1, "grid"))
+        await until(lambda: len(backend.log.fetches) >= 10, within=10)
+        assert job.status == JobStatus.COMPLETING, "a refused connection was held against the job"
+        backend.fetch_mode = "ok"
+        await settle(scheduler)
+    assert job.status == JobStatus.COMPLETED
+    assert job.collect_error is None
+    assert scheduler.counters["outputs_collected"] == 1
+
+
 async def test_a_fetch_that_fails_every_attempt_is_failed_to_collect_and_a_manual_retry_collects_it_once(
     make_scheduler: MakeScheduler,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 import tarfile
 import time
 from collections import Counter
@@ -16,9 +17,9 @@ import pytest
 import zstandard
 
 from monitor_core import JobSpec, JobStatus
-from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable, PollResult
+from monitor_core.backends import BackendError, MalformedAnswer, OutputUnavailable, PollResult, ServiceUnreachable
 from monitor_core.backends.diracx import DiracxBackend, unpack_sandbox, user_tokens
-from monitor_core.backends.diracx_http import DiracxClient
+from monitor_core.backends.diracx_http import CredentialsFile, DiracxClient
 from monitor_core.sim.diracx_pilots import JobPlan, PilotConfig, PilotFleet, make_sandbox
 
 from .conftest import DiracxService
@@ -280,3 +281,27 @@ def test_sandboxes_unpack_from_bz2_and_zst_and_refuse_the_rest(tmp_path: Path) -
     assert not (tmp_path / "escape").exists()
     with pytest.raises(MalformedAnswer, match="neither"):
         unpack_sandbox(b"PK\x03\x04 a zip", tmp_path)
+
+
+async def test_a_storage_that_takes_no_connection_is_unreachable_and_one_that_drops_it_is_not() -> None:
+    """Refused: the service's fault, which a job's fetch waits out. Dropped mid-call: the call's."""
+    client = DiracxClient("http://127.0.0.1:1", CredentialsFile(Path("/nonexistent")), timeout=5.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    async def drop(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    dropping = await asyncio.start_server(drop, "127.0.0.1", 0)
+    dropping_port = dropping.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ServiceUnreachable, match="sandbox-get: ConnectError"):
+            await client.download(f"http://127.0.0.1:{closed_port}/sandbox", kind="sandbox-get")
+        with pytest.raises(BackendError) as dropped:
+            await client.download(f"http://127.0.0.1:{dropping_port}/sandbox", kind="sandbox-get")
+        assert not isinstance(dropped.value, ServiceUnreachable)
+    finally:
+        dropping.close()
+        await dropping.wait_closed()
+        await client.close()
