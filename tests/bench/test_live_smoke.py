@@ -78,7 +78,13 @@ def test_keys_reach_the_screen_and_every_process_is_measured(tmux: str, tmp_path
     assert run["leftovers"] == [], "processes outlived the TUI"
     assert "tui" in run["processes"]
     assert run["processes"]["tui"]["rss_peak"] > 0
-    assert run["lag"]["backends"], ("no backend's lag was recorded", run["lag"]["source"], run["series"]["screen"][:5])
+    lag = run["lag"]
+    assert lag["backends"], (
+        "no backend's lag was recorded",
+        {key: lag.get(key) for key in ("source", "events", "outcomes", "ended")},
+        {key: run.get(key) for key in ("stopped", "first_table_s", "socket", "viewer_stderr")},
+        run["series"]["screen"][:5],
+    )
     assert run["lag"]["loop_lag"]["wakeups"] >= 100, "the session's heartbeats carry its loop lag"
     assert "Session loop lag" in completed.stdout
     assert "| 300 | End |" in completed.stdout
