@@ -48,8 +48,10 @@ def test_keys_reach_the_screen_and_every_process_is_measured(tmux: str, tmp_path
             "0.3",
             "--key-timeout",
             "3",
+            # From launch: on a suite's busy cores (another worker starting DiracX), the demo's
+            # first table came after 15 s, and the run timed no key or recorded no lag.
             "--max-seconds",
-            "15",
+            "40",
             "--tail",
             "0",
             "--out",
@@ -79,12 +81,9 @@ def test_keys_reach_the_screen_and_every_process_is_measured(tmux: str, tmp_path
     assert "tui" in run["processes"]
     assert run["processes"]["tui"]["rss_peak"] > 0
     lag = run["lag"]
-    assert lag["backends"], (
-        "no backend's lag was recorded",
-        {key: lag.get(key) for key in ("source", "events", "outcomes", "ended")},
-        {key: run.get(key) for key in ("stopped", "first_table_s", "socket", "viewer_stderr")},
-        run["series"]["screen"][:5],
-    )
+    feed = {key: lag.get(key) for key in ("source", "events", "outcomes", "ended")}
+    how = {key: run.get(key) for key in ("stopped", "first_table_s", "socket", "viewer_stderr")}
+    assert lag["backends"], f"no backend's lag was recorded: {feed}, {how}, {run['series']['screen'][:5]}"
     assert run["lag"]["loop_lag"]["wakeups"] >= 100, "the session's heartbeats carry its loop lag"
     assert "Session loop lag" in completed.stdout
     assert "| 300 | End |" in completed.stdout
